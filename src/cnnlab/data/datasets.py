@@ -1,0 +1,148 @@
+"""Load a dataset by name as uint8 image and int64 label tensors, once.
+
+Everything downstream (batching, normalising, augmenting) works on these whole
+tensors rather than per-sample objects, which is what makes MNIST fast. Loads
+are cached in-process by resolved file path and modification time, so asking
+twice costs nothing; treat the returned tensors as read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.data.digits import DIGITS_CLASSES, load_digits_split
+from cnnlab.data.idx import read_idx
+from cnnlab.data.sources import DATASET_SOURCES, locate
+from cnnlab.errors import CnnlabError
+
+__all__ = ["SPLITS", "ImageData", "list_datasets", "load_dataset"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True, repr=False)
+class ImageData:
+    """One split of a dataset: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    name: str
+    split: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels index into."""
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(d) for d in self.images.shape)
+        return (
+            f"ImageData(name={self.name!r}, split={self.split!r}, images={shape}, "
+            f"classes={len(self.classes)})"
+        )
+
+
+def list_datasets() -> list[str]:
+    """Names :func:`load_dataset` accepts, sorted."""
+    return sorted({"digits", *DATASET_SOURCES})
+
+
+def _normalise_name(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in list_datasets():
+        raise CnnlabError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    return key
+
+
+_cache: dict[tuple, ImageData] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _from_idx(name: str, split: str, images_path: Path, labels_path: Path) -> ImageData:
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise CnnlabError(
+            f"{images_path}: expected uint8 images of shape (N, H, W), "
+            f"got {images.dtype} {images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise CnnlabError(
+            f"{labels_path}: expected integer labels of shape (N,), got {labels.shape}"
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise CnnlabError(
+            f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+            f"{labels.shape[0]} labels"
+        )
+    classes = DATASET_SOURCES[name].classes
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+        raise CnnlabError(
+            f"{labels_path}: labels range {int(labels.min())}..{int(labels.max())}, "
+            f"expected 0..{len(classes) - 1} for {name}"
+        )
+    if images.ndim == 3:
+        images = images[:, None, :, :]
+    return ImageData(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        classes=classes,
+        name=name,
+        split=split,
+    )
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> ImageData:
+    """Load ``split`` ("train" or "test") of dataset ``name`` (see :func:`list_datasets`).
+
+    Files are found through :func:`cnnlab.data.sources.locate`: ``data_dir``, then
+    ``CNNLAB_DATA``, then the user cache, then a download (unless ``download`` is False).
+    """
+    key = _normalise_name(name)
+    if split not in SPLITS:
+        raise CnnlabError(f"unknown split {split!r} for {key}; use 'train' or 'test'")
+    if key == "digits":
+        images, labels = load_digits_split(split)
+        return ImageData(
+            images=torch.from_numpy(images[:, None, :, :]),
+            labels=torch.from_numpy(labels),
+            classes=DIGITS_CLASSES,
+            name=key,
+            split=split,
+        )
+    source = DATASET_SOURCES[key]
+    images_path = locate(key, source.file(split, "images"), data_dir, download)
+    labels_path = locate(key, source.file(split, "labels"), data_dir, download)
+    cache_key = (key, split, _file_key(images_path), _file_key(labels_path))
+    data = _cache.get(cache_key)
+    if data is None:
+        log.debug("%s %s: reading %s and %s", key, split, images_path, labels_path)
+        data = _from_idx(key, split, images_path, labels_path)
+        _cache[cache_key] = data
+    return data
+
+
+def clear_cache() -> None:
+    """Forget every dataset loaded so far (frees the memory of their tensors)."""
+    _cache.clear()
