@@ -1,0 +1,61 @@
+"""The ``cnnlab`` command line: thin wrappers that parse options and call the library.
+
+Each command group lives in its own module with a ``register(subparsers)`` function.
+User mistakes (:class:`cnnlab.errors.CnnlabError`) become one line on stderr and exit
+status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from cnnlab.errors import CnnlabError
+
+# Modules under cnnlab.cli that add sub-commands, in the order they appear in --help.
+COMMAND_MODULES = ("workflow", "workbench", "serving")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad options as a one-line error with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"cnnlab {self.prog.split(' ', 1)[-1]}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full ``cnnlab`` argument parser."""
+    from cnnlab import __version__
+
+    parser = _Parser(
+        prog="cnnlab",
+        description="Convolutional networks for digits: learn, train, explain, serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"cnnlab.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cnnlab`` console command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except CnnlabError as exc:
+        print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

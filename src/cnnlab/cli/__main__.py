@@ -1,0 +1,7 @@
+"""Allow ``python -m cnnlab.cli``."""
+
+import sys
+
+from cnnlab.cli import main
+
+sys.exit(main())
