@@ -1,0 +1,45 @@
+"""Modern networks for digits: batch normalisation, more width, no dense giants."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from cnnlab.models.registry import register_model
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+@register_model(
+    "vgg-bn",
+    source="cnnlab",
+    recipe={
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "batch_size": 128,
+        "epochs": 10,
+        "validation_split": 0.1,
+        "schedule": "onecycle",
+        "weight_decay": 5e-4,
+    },
+)
+def vgg_bn(num_classes: int = 10, width: int = 32, in_channels: int = 1) -> nn.Module:
+    """A small VGG-style network: three blocks of two 3×3 conv + batch norm, global pooling.
+
+    ``width`` sets the first block's channels (doubled in each later block).
+    """
+    w = width
+    return nn.Sequential(
+        *_conv_bn(in_channels, w),
+        *_conv_bn(w, w),
+        nn.MaxPool2d(2),
+        *_conv_bn(w, 2 * w),
+        *_conv_bn(2 * w, 2 * w),
+        nn.MaxPool2d(2),
+        *_conv_bn(2 * w, 4 * w),
+        *_conv_bn(4 * w, 4 * w),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, num_classes),
+    )

@@ -1,0 +1,89 @@
+"""The registry and the tutorials' networks: ids, parameter counts, shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cnnlab
+from cnnlab import CnnlabError, count_parameters, create_model, get_model_spec, list_models
+
+# SEEDS.md table B, with the tutorials' own counts.
+TABLE_B = {
+    "seed000-cnn": 206_922,
+    "seed001-lenet5": 61_706,
+    "seed001-alexnet": 58_322_314,
+    "seed002-cnn": 242_062,
+    "seed003-deep-mnist": 3_274_634,
+    "seed004-lenet": 61_706,
+    "seed004-lenet-max": 61_610,
+}
+
+
+@pytest.mark.parametrize(("name", "params"), TABLE_B.items())
+def test_parameter_counts_match_the_tutorials(name: str, params: int) -> None:
+    assert count_parameters(create_model(name)) == params
+
+
+def test_alexnet_with_1000_classes_has_62_million_parameters() -> None:
+    assert count_parameters(create_model("seed001-alexnet", num_classes=1000)) == 62_378_344
+
+
+def test_every_table_b_model_and_the_mlp_is_registered() -> None:
+    assert set(TABLE_B) | {"seed002-mlp"} <= set(list_models())
+
+
+def test_list_models_filters_by_pattern() -> None:
+    assert list_models("seed004*") == ["seed004-lenet", "seed004-lenet-max"]
+    assert list_models("nothing*") == []
+
+
+@pytest.mark.parametrize("name", sorted(set(list_models()) - {"seed001-alexnet"}))
+def test_forward_gives_one_logit_per_class(name: str) -> None:
+    spec = get_model_spec(name)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, *spec.input_size))
+    assert out.shape == (2, 10)
+
+
+def test_alexnet_forward_at_227() -> None:
+    model = create_model("seed001-alexnet").eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 227, 227)).shape == (1, 10)
+
+
+def test_models_are_plain_modules_and_declare_input() -> None:
+    assert isinstance(create_model("seed000-cnn"), torch.nn.Module)
+    assert get_model_spec("seed001-lenet5").input_size == (1, 32, 32)
+    assert get_model_spec("seed001-lenet5").fit == "pad"
+    assert get_model_spec("seed001-alexnet").input_size == (3, 227, 227)
+
+
+def test_unknown_model_is_a_one_line_error() -> None:
+    with pytest.raises(CnnlabError, match="unknown model 'lenet7'") as info:
+        create_model("lenet7")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_model_argument_is_rejected() -> None:
+    with pytest.raises(CnnlabError, match="takes no argument 'depth'"):
+        create_model("seed000-cnn", depth=3)
+
+
+def test_width_knob_changes_size() -> None:
+    assert count_parameters(create_model("vgg-bn", width=16)) < count_parameters(
+        create_model("vgg-bn", width=32)
+    )
+
+
+def test_seed_init_is_reproducible() -> None:
+    torch.manual_seed(3)
+    a = create_model("seed002-cnn").state_dict()
+    torch.manual_seed(3)
+    b = create_model("seed002-cnn").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_package_exports_the_registry() -> None:
+    assert cnnlab.create_model is create_model
