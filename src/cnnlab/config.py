@@ -1,0 +1,94 @@
+"""The training configuration: every option of a run, with its default, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how. ``None`` means "the model's recipe, else the default".
+
+    The tutorials' models carry their own recipes (see ``cnnlab models -v``): training
+    ``seed002-cnn`` without options uses batch 200, 10 epochs and one-hot labels, as
+    seed002 does.
+    """
+
+    model: str = "seed000-cnn"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"
+    epochs: int | None = None  # default 5
+    steps: int | None = None  # total optimizer steps; overrides epochs when set
+    batch_size: int | None = None  # default 64
+    optimizer: str | None = None  # default adam
+    lr: float | None = None  # default: the optimizer's usual rate
+    weight_decay: float | None = None  # default 0
+    momentum: float = 0.9
+    schedule: str | None = None  # default constant
+    labels: str | None = None  # "int" (default) or "onehot"
+    label_smoothing: float = 0.0
+    validation_split: float | None = None  # default 0.2
+    validation: str = "split"  # "split" or "test" (report test metrics each epoch)
+    seed: int = 0
+    device: str = "auto"
+    mean: float = 0.0
+    std: float = 1.0
+
+    DEFAULTS = {
+        "epochs": 5,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "schedule": "constant",
+        "labels": "int",
+        "validation_split": 0.2,
+    }
+
+    def resolved(self, recipe: dict[str, Any]) -> TrainConfig:
+        """A copy with every ``None`` filled from ``recipe``, then :attr:`DEFAULTS`."""
+        values = asdict(self)
+        user_length = self.epochs is not None or self.steps is not None
+        for key, value in values.items():
+            if value is not None or key not in recipe or key == "lr":
+                continue
+            if key in ("epochs", "steps") and user_length:
+                continue
+            values[key] = recipe[key]
+        if values["lr"] is None and values["optimizer"] == recipe.get("optimizer"):
+            values["lr"] = recipe.get("lr")
+        for key, value in self.DEFAULTS.items():
+            if values.get(key) is None and not (key == "epochs" and values["steps"]):
+                values[key] = value
+        cfg = TrainConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Reject values that cannot work, with a message naming the option."""
+        if self.epochs is not None and self.epochs < 1:
+            raise CnnlabError(f"--epochs must be at least 1, not {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise CnnlabError(f"--steps must be at least 1, not {self.steps}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise CnnlabError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.validation_split is not None and not 0 <= self.validation_split < 1:
+            raise CnnlabError(f"--validation-split must be in [0, 1), not {self.validation_split}")
+        if self.validation not in ("split", "test"):
+            raise CnnlabError(f"validation must be 'split' or 'test', not {self.validation!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise CnnlabError(f"--lr must be positive, not {self.lr}")
+        if self.std <= 0:
+            raise CnnlabError(f"--std must be positive, not {self.std}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`, ignoring keys this version does not know."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,150 @@
+"""Device-resident batches: the whole dataset as one uint8 tensor, sliced per batch.
+
+No DataLoader, no per-sample Python: each epoch draws one permutation of indices,
+and each batch is gathered, converted to float, normalised and brought to the
+model's input size in a handful of tensor operations on the training device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How uint8 images become model input: scale to 0–1, normalise, fit to the input size.
+
+    ``mean``/``std`` apply after scaling to 0–1 (the tutorials use mean 0, std 1).
+    ``input_size`` is the model's (channels, height, width); ``fit`` is ``"pad"``
+    (centre with a zero border) or ``"resize"`` (bilinear interpolation).
+    """
+
+    input_size: tuple[int, int, int] = (1, 28, 28)
+    fit: str = "resize"
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Turn a uint8 (N, C, H, W) batch into the float input the model expects."""
+        if images.dim() == 3:
+            images = images.unsqueeze(1)
+        x = images.float().div_(255.0)
+        if self.mean != 0.0 or self.std != 1.0:
+            x = x.sub_(self.mean).div_(self.std)
+        return fit_to_input(x, self.input_size, self.fit)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-friendly form for the run folder's config."""
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Preprocess:
+        """Inverse of :meth:`to_dict`."""
+        size = tuple(int(v) for v in d["input_size"])  # type: ignore[union-attr]
+        return cls(
+            input_size=(size[0], size[1], size[2]),
+            fit=str(d.get("fit", "resize")),
+            mean=float(d.get("mean", 0.0)),  # type: ignore[arg-type]
+            std=float(d.get("std", 1.0)),  # type: ignore[arg-type]
+        )
+
+
+def fit_to_input(x: torch.Tensor, input_size: tuple[int, int, int], fit: str) -> torch.Tensor:
+    """Bring a float (N, C, H, W) batch to ``input_size``: pad or resize, repeat channels."""
+    channels, height, width = input_size
+    h, w = x.shape[-2:]
+    if (h, w) != (height, width):
+        if fit == "pad" and height >= h and width >= w:
+            top, left = (height - h) // 2, (width - w) // 2
+            x = F.pad(x, (left, width - w - left, top, height - h - top))
+        else:
+            x = F.interpolate(
+                x,
+                size=(height, width),
+                mode="bilinear",
+                align_corners=False,
+                antialias=height < h or width < w,
+            )
+    c = x.shape[1]
+    if c != channels:
+        if c == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        else:
+            raise CnnlabError(f"cannot feed {c}-channel images to a {channels}-channel model")
+    return x.contiguous()
+
+
+class TensorBatches:
+    """Iterate over (input, label) batches of tensors kept whole on one device.
+
+    ``images`` is uint8 (N, C, H, W), ``labels`` int64 (N,). With ``shuffle``, each
+    epoch uses a permutation drawn from a generator seeded by ``(seed, epoch)``, so a
+    resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        preprocess: Preprocess,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        augment: object | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise CnnlabError(f"batch size must be at least 1, not {batch_size}")
+        if len(images) != len(labels):
+            raise CnnlabError(f"{len(images)} images but {len(labels)} labels")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.preprocess = preprocess
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augment = augment
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Number of images."""
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch`` for the next iteration."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        order = None
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=gen).to(self.device)
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                xb = self.images[start : start + self.batch_size]
+                yb = self.labels[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                xb, yb = self.images[idx], self.labels[idx]
+            x = self.preprocess(xb)
+            if self.augment is not None:
+                x = self.augment(x)  # type: ignore[operator]
+            yield x, yb

@@ -1,0 +1,20 @@
+"""Training loop, callbacks, optimizers and schedules."""
+
+from cnnlab.train.callbacks import Callback, EarlyStopping, LambdaCallback
+from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from cnnlab.train.trainer import History, Trainer, evaluate, fit, pick_device, predict
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "LambdaCallback",
+    "Trainer",
+    "evaluate",
+    "fit",
+    "make_optimizer",
+    "pick_device",
+    "predict",
+]

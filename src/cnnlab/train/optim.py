@@ -1,0 +1,92 @@
+"""Optimizers and learning-rate schedules by name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+OPTIMIZERS = ("sgd", "nesterov", "adagrad", "adadelta", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+# Each optimizer's usual learning rate, used when none is given.
+DEFAULT_LR = {
+    "sgd": 0.01,
+    "nesterov": 0.01,
+    "adagrad": 0.01,
+    "adadelta": 1.0,
+    "adam": 1e-3,
+    "adamw": 1e-3,
+}
+
+
+def make_optimizer(
+    name: str,
+    params: Iterable[torch.nn.Parameter],
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` (one of :data:`OPTIMIZERS`); ``lr=None`` uses its default.
+
+    ``sgd`` uses ``momentum`` (0.9 unless given; pass 0 for plain SGD); ``nesterov``
+    is SGD with Nesterov momentum. Multi-tensor (foreach) kernels are used throughout.
+    """
+    if name not in OPTIMIZERS:
+        raise CnnlabError(f"unknown optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
+    lr = DEFAULT_LR[name] if lr is None else lr
+    if not lr > 0:
+        raise CnnlabError(f"learning rate must be positive, not {lr}")
+    if weight_decay < 0:
+        raise CnnlabError(f"weight decay must not be negative, not {weight_decay}")
+    params = list(params)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
+        )
+    if name == "nesterov":
+        return torch.optim.SGD(
+            params,
+            lr=lr,
+            momentum=momentum or 0.9,
+            nesterov=True,
+            weight_decay=weight_decay,
+            foreach=True,
+        )
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if name == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of the base learning rate at each optimizer step.
+
+    ``step`` divides by 10 at 50% and 75% of training; ``cosine`` decays to zero;
+    ``onecycle`` warms up linearly over the first 25% from 1/25 of the peak, then
+    follows a cosine down to 1/10,000 of it.
+    """
+    if schedule not in SCHEDULES:
+        raise CnnlabError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+    total = max(1, total_steps)
+    if schedule == "constant":
+        return lambda step: 1.0
+    if schedule == "step":
+        return lambda step: 0.1 ** ((step >= 0.5 * total) + (step >= 0.75 * total))
+    if schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    warm = max(1, int(0.25 * total))
+
+    def onecycle(step: int) -> float:
+        if step < warm:
+            return 1 / 25 + (1 - 1 / 25) * step / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return onecycle

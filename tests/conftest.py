@@ -1,0 +1,86 @@
+"""Shared fixtures: isolated cache, no network, small IDX datasets, trained runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnlab.data import write_idx
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's cache or the internet from a test."""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("CNNLAB_MIRRORS", "http://127.0.0.1:9/")
+
+
+def real_mnist_dir() -> Path | None:
+    """The folder named by CNNLAB_DATA if it holds the real MNIST files."""
+    root = os.environ.get("CNNLAB_DATA")
+    if not root:
+        return None
+    for folder in (Path(root) / "mnist", Path(root)):
+        if all((folder / f).exists() for f in MNIST_FILES):
+            return Path(root)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST data folder; the test is skipped without it."""
+    path = real_mnist_dir()
+    if path is None:
+        pytest.skip("real MNIST not available (set CNNLAB_DATA to a folder holding mnist/)")
+    return path
+
+
+def make_blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic 28×28 digits-like images: class k is a bright square at a class position."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = 3 + 7 * (k // 4), 3 + 6 * (k % 4)
+        images[i, r : r + 6, c : c + 6] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder holding a small synthetic dataset in MNIST's file layout."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    folder = root / "mnist"
+    folder.mkdir()
+    tr_x, tr_y = make_blobs(600, 0)
+    te_x, te_y = make_blobs(200, 1)
+    write_idx(folder / MNIST_FILES[0], tr_x)
+    write_idx(folder / MNIST_FILES[1], tr_y)
+    write_idx(folder / MNIST_FILES[2], te_x)
+    write_idx(folder / MNIST_FILES[3], te_y)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seed000-cnn run trained briefly on the offline `digits` dataset."""
+    from cnnlab.config import TrainConfig
+    from cnnlab.runs import train_run
+
+    out = tmp_path_factory.mktemp("runs") / "digits-seed000"
+    train_run(
+        TrainConfig(model="seed000-cnn", dataset="digits", epochs=3, batch_size=32),
+        out,
+        progress=False,
+    )
+    return out

@@ -1,0 +1,150 @@
+"""The training loop, optimizers, schedules, callbacks and the batch pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab import CnnlabError, create_model
+from cnnlab.data.loader import Preprocess, TensorBatches, fit_to_input
+from cnnlab.train import OPTIMIZERS, EarlyStopping, Trainer, make_optimizer
+from cnnlab.train.optim import lr_factor
+from tests.conftest import make_blobs
+
+
+def blobs(n: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = make_blobs(n, seed)
+    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).long()
+
+
+def test_fit_learns_an_easy_task() -> None:
+    torch.manual_seed(0)
+    trainer = Trainer(create_model("seed000-cnn"), progress=False)
+    history = trainer.fit(blobs(), epochs=3, batch_size=32, validation_split=0.25)
+    h = history.history
+    assert len(h["loss"]) == 3 and h["loss"][-1] < h["loss"][0]
+    assert h["val_accuracy"][-1] > 0.9
+    assert trainer.evaluate(blobs(200, 1))["accuracy"] > 0.9
+
+
+def test_onehot_labels_train_the_same_model() -> None:
+    torch.manual_seed(0)
+    t = Trainer(create_model("seed000-cnn"), labels="onehot", progress=False)
+    t.fit(blobs(), epochs=2, batch_size=32)
+    assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
+
+
+def test_onehot_label_input_is_accepted() -> None:
+    x, y = blobs()
+    torch.manual_seed(0)
+    t = Trainer(create_model("seed000-cnn"), progress=False)
+    t.fit((x, torch.nn.functional.one_hot(y, 10)), epochs=1, batch_size=64)
+    assert t.step == len(range(0, 400, 64))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_reduces_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    t = Trainer(create_model("seed000-cnn"), optimizer=name, progress=False)
+    before = t.evaluate(blobs())["loss"]
+    t.fit(blobs(), epochs=2, batch_size=32)
+    assert t.evaluate(blobs())["loss"] < before
+
+
+def test_unknown_optimizer_and_bad_lr() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(CnnlabError, match="unknown optimizer 'rmsprop2'"):
+        make_optimizer("rmsprop2", params)
+    with pytest.raises(CnnlabError, match="learning rate must be positive"):
+        make_optimizer("adam", params, lr=-1)
+
+
+def test_schedules() -> None:
+    f = lr_factor("onecycle", 100)
+    assert f(0) == pytest.approx(1 / 25)
+    assert f(25) == pytest.approx(1.0)
+    assert f(100) < 1e-3
+    assert lr_factor("step", 100)(80) == pytest.approx(0.01)
+    assert lr_factor("cosine", 100)(50) == pytest.approx(0.5)
+    assert lr_factor("constant", 100)(99) == 1.0
+    with pytest.raises(CnnlabError, match="unknown schedule"):
+        lr_factor("warm", 10)
+
+
+def test_steps_limit_stops_mid_epoch() -> None:
+    t = Trainer(create_model("seed004-lenet"), progress=False)
+    t.fit(blobs(), steps=5, batch_size=32)
+    assert t.step == 5
+
+
+def test_early_stopping_restores_best() -> None:
+    torch.manual_seed(0)
+    t = Trainer(create_model("seed000-cnn"), lr=0.5, optimizer="sgd", progress=False)
+    stop = EarlyStopping(monitor="val_loss", patience=1)
+    t.fit(blobs(), epochs=10, batch_size=32, validation_split=0.25, callbacks=[stop])
+    assert t.epoch < 10 or stop.best_epoch > 0
+
+
+def test_validation_split_is_seeded_and_disjoint() -> None:
+    x, y = blobs(100)
+    x[:, 0, 0, 0] = torch.arange(100, dtype=torch.uint8)  # tag each image
+    seen: list[torch.Tensor] = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(28 * 28, 10)
+
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            seen.append((inp[:, 0, 0, 0] * 255).round().long())
+            return self.lin(inp.flatten(1))
+
+    Trainer(Spy(), progress=False).fit((x, y), epochs=1, batch_size=100, validation_split=0.2)
+    train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
+    assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
+
+
+def test_bad_fit_arguments() -> None:
+    t = Trainer(create_model("seed004-lenet"), progress=False)
+    with pytest.raises(CnnlabError, match="validation split"):
+        t.fit(blobs(), validation_split=1.5)
+    with pytest.raises(CnnlabError, match="batch size"):
+        t.fit(blobs(), batch_size=0)
+    with pytest.raises(CnnlabError, match="uint8"):
+        t.fit((torch.rand(4, 1, 28, 28), torch.zeros(4)))
+
+
+def test_predict_gives_probabilities() -> None:
+    t = Trainer(create_model("seed000-cnn"), progress=False)
+    p = t.predict(blobs(10)[0])
+    assert p.shape == (10, 10)
+    assert torch.allclose(p.sum(1), torch.ones(10), atol=1e-5)
+
+
+def test_batches_cover_every_sample_once_per_epoch() -> None:
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    labels = torch.arange(10)
+    b = TensorBatches(images, labels, 3, Preprocess((1, 1, 1)), shuffle=True, seed=1)
+    got = torch.cat([y for _, y in b])
+    assert sorted(got.tolist()) == list(range(10))
+    b.set_epoch(1)
+    assert torch.cat([y for _, y in b]).tolist() != got.tolist()
+    b.set_epoch(0)
+    assert torch.cat([y for _, y in b]).tolist() == got.tolist()
+
+
+def test_fit_to_input_pads_resizes_and_repeats_channels() -> None:
+    x = torch.ones(2, 1, 28, 28)
+    padded = fit_to_input(x, (1, 32, 32), "pad")
+    assert padded.shape == (2, 1, 32, 32)
+    assert padded[0, 0, 0, 0] == 0 and padded[0, 0, 2, 2] == 1
+    big = fit_to_input(x, (3, 227, 227), "resize")
+    assert big.shape == (2, 3, 227, 227)
+    assert torch.allclose(big[:, 0], big[:, 2])
+
+
+def test_preprocess_scales_and_normalises() -> None:
+    img = torch.full((1, 1, 28, 28), 255, dtype=torch.uint8)
+    assert Preprocess()(img).max() == 1.0
+    assert Preprocess(mean=0.5, std=0.5)(img).max() == pytest.approx(1.0)
+    assert Preprocess(mean=0.1307, std=0.3081)(img * 0).min() == pytest.approx(-0.1307 / 0.3081)
