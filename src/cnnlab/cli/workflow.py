@@ -1,0 +1,399 @@
+"""The training workflow commands: models, summary, train, evaluate, predict, plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _model_args(pairs: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` pairs; values are read as JSON when they can be."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CnnlabError(f"--arg expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """The ``--data-dir`` option every data-reading command shares."""
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder holding the dataset files (default: $CNNLAB_DATA, then the "
+        "user cache, then download)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the workflow commands."""
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'seed004*'")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show input size, parameters, source and recipe",
+    )
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds, sizes")
+    p.add_argument("model", help="a registered model id or a run folder")
+    p.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model argument, e.g. --arg width=48",
+    )
+    p.add_argument("--depth", type=_positive_int, default=3, help="nesting depth (default 3)")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model and test it; writes a run folder",
+        description="Train a model on a dataset and evaluate it on the test "
+        "split. Options left out take the model's own recipe "
+        "(see 'cnnlab models -v'), then the defaults shown.",
+    )
+    p.add_argument("--model", default="seed000-cnn", help="model id (default seed000-cnn)")
+    p.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model argument, e.g. --arg width=48 (repeatable)",
+    )
+    p.add_argument(
+        "--dataset", default="mnist", help="mnist, fashion-mnist, kmnist or digits (default mnist)"
+    )
+    add_data_dir(p)
+    p.add_argument(
+        "--fallback-dataset",
+        metavar="NAME",
+        help="train on this dataset if --dataset cannot be found or downloaded",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="epochs (default: recipe, else 5); with --resume, how many more",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        help="total optimizer steps instead of epochs (seed003 trains 20,000)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, help="batch size (default: recipe, else 64)")
+    p.add_argument(
+        "--optimizer",
+        choices=("sgd", "nesterov", "adagrad", "adadelta", "adam", "adamw"),
+        help="optimizer (default: recipe, else adam)",
+    )
+    p.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="learning rate (default: recipe, else the optimizer's usual one)",
+    )
+    p.add_argument("--weight-decay", type=float, help="weight decay (default 0)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "step", "cosine", "onecycle"),
+        help="learning-rate schedule (default: recipe, else constant)",
+    )
+    p.add_argument(
+        "--labels",
+        choices=("int", "onehot"),
+        help="sparse integer or one-hot labels (default: recipe, else int)",
+    )
+    p.add_argument(
+        "--label-smoothing", type=_fraction, default=0.0, help="label smoothing (default 0)"
+    )
+    p.add_argument(
+        "--validation-split",
+        type=_fraction,
+        help="fraction of the training set held out (default: recipe, else 0.2)",
+    )
+    p.add_argument(
+        "--validation-test",
+        action="store_true",
+        help="report test-set figures after every epoch instead of a held-out "
+        "split (as seed004 does; never used for choosing anything)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<time>)")
+    p.add_argument("--resume", metavar="RUN", help="continue training this run folder")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test a trained run on its dataset's test split")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
+    p.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
+    add_data_dir(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, …) with a run")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--top", type=_positive_int, default=3, help="classes to show (default 3)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per image: file, prediction, probabilities",
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("plot", help="training curves and a grid of test predictions as PNG")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("-o", "--out", metavar="DIR", help="output folder (default: the run folder)")
+    add_data_dir(p)
+    p.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=16,
+        help="random test images in the grid (default 16)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="which random images (default 0)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cnnlab.models import get_model_spec, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise CnnlabError(f"no model matches {args.pattern!r}")
+    for name in names:
+        spec = get_model_spec(name)
+        if not args.verbose:
+            print(f"{name:<22} {spec.description}")
+            continue
+        import cnnlab
+
+        params = cnnlab.count_parameters(spec.create())
+        c, h, w = spec.input_size
+        fit = (
+            ""
+            if (c, h, w) == (1, 28, 28)
+            else f" (digits {'padded' if spec.fit == 'pad' else 'resized'})"
+        )
+        print(
+            f"{name}\n  {spec.description}\n  input {h}×{w}×{c}{fit}, "
+            f"{params:,} parameters, from {spec.source}"
+        )
+        if spec.recipe:
+            print(
+                "  recipe: "
+                + ", ".join(
+                    f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in spec.recipe.items()
+                )
+            )
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnlab.summary import summary
+
+    target = Path(args.model)
+    if (target / "config.json").exists():
+        from cnnlab.runs import load_run
+
+        run = load_run(target)
+        print(summary(run.model, run.spec.input_size, depth=args.depth))
+    else:
+        print(summary(args.model, depth=args.depth, **_model_args(args.arg)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.config import TrainConfig
+    from cnnlab.runs import train_run
+
+    if args.resume:
+        result = train_run(
+            TrainConfig(),
+            data_dir=args.data_dir,
+            resume=args.resume,
+            more_epochs=args.epochs,
+            progress=not args.quiet,
+        )
+    else:
+        config = TrainConfig(
+            model=args.model,
+            model_args=_model_args(args.arg),
+            dataset=args.dataset,
+            epochs=args.epochs,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            momentum=args.momentum,
+            schedule=args.schedule,
+            labels=args.labels,
+            label_smoothing=args.label_smoothing,
+            validation_split=args.validation_split,
+            validation="test" if args.validation_test else "split",
+            seed=args.seed,
+            device=args.device,
+        )
+        if not args.quiet:
+            print(f"training {args.model} on {args.dataset}", file=sys.stderr)
+        result = train_run(
+            config,
+            args.out,
+            data_dir=args.data_dir,
+            fallback_dataset=args.fallback_dataset,
+            progress=not args.quiet,
+        )
+    m = result.metrics
+    if args.json:
+        print(json.dumps({"run": str(result.path), **m}))
+    else:
+        print(
+            f"test accuracy {100 * m['test_accuracy']:.2f}%  test loss {m['test_loss']:.4f}  "
+            f"({m['dataset']}, {m['test_samples']:,} test images; {m['epochs']} epochs, "
+            f"{m['train_seconds']:.1f} s on {m['device']})"
+        )
+        print(f"run folder: {result.path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnlab.evaluation import evaluate_runs
+
+    report = evaluate_runs(
+        args.runs, dataset=args.dataset, data_dir=args.data_dir, device=args.device
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for row in report["runs"]:
+            print(
+                f"{row['run']}: test accuracy {100 * row['accuracy']:.2f}%  loss {row['loss']:.4f}"
+            )
+        if len(report["runs"]) > 1:
+            e = report["ensemble"]
+            print(
+                f"ensemble of {len(report['runs'])}: test accuracy "
+                f"{100 * e['accuracy']:.2f}%  loss {e['loss']:.4f}"
+            )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnnlab.data import prepare_digit
+    from cnnlab.runs import load_run
+
+    run = load_run(args.run)
+    batch = torch.stack([torch.from_numpy(prepare_digit(Path(f))) for f in args.images])
+    probs = run.predict(batch)
+    for file, p in zip(args.images, probs, strict=True):
+        order = p.argsort(descending=True)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "file": file,
+                        "prediction": run.classes[int(order[0])],
+                        "probabilities": {
+                            c: round(float(v), 6) for c, v in zip(run.classes, p, strict=True)
+                        },
+                    }
+                )
+            )
+        else:
+            top = "  ".join(
+                f"{run.classes[int(i)]} {100 * float(p[i]):.1f}%" for i in order[: args.top]
+            )
+            print(f"{file}: {top}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from cnnlab.data import load_dataset
+    from cnnlab.runs import load_run
+    from cnnlab.viz.plots import plot_history, plot_image_grid
+
+    run = load_run(args.run)
+    out = Path(args.out) if args.out else run.path
+    written = []
+    if run.history:
+        written.append(
+            plot_history(
+                run.history, out / "history.png", title=f"{run.config.model} on {run.dataset}"
+            )
+        )
+    test = load_dataset(run.dataset, "test", args.data_dir)
+    gen = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(test), generator=gen)[: args.samples]
+    probs = run.predict(test.images[idx])
+    pred = probs.argmax(1)
+    titles, colors = [], []
+    for t, p in zip(test.labels[idx].tolist(), pred.tolist(), strict=True):
+        titles.append(f"true {run.classes[t]} / pred {run.classes[p]}")
+        colors.append("black" if t == p else "red")
+    images = test.images[idx, 0].numpy().astype(np.uint8)
+    written.append(
+        plot_image_grid(
+            images,
+            titles,
+            out / "predictions.png",
+            colors,
+            columns=4,
+            title="random test images: true / predicted",
+        )
+    )
+    for path in written:
+        print(path)
+    return 0

@@ -1,0 +1,375 @@
+"""The run folder: train into it, reload from it, resume it.
+
+A run folder holds everything needed to use or continue a trained model::
+
+    config.json          model id and arguments, dataset, preprocessing, all options
+    weights.safetensors  the model's weights (safe to load from anyone)
+    checkpoint.pt        optimizer state, counters, RNG state (``weights_only`` loadable)
+    history.json         per-epoch loss, accuracy, validation figures, seconds
+    metrics.json         test_accuracy (a fraction), test_loss
+
+Each file is written atomically after every epoch, so an interrupted run can be
+resumed from its last finished epoch. Everything that consumes a trained model
+starts from :func:`load_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cnnlab import atomic
+from cnnlab.config import TrainConfig
+from cnnlab.data.loader import Preprocess
+from cnnlab.errors import CnnlabError
+from cnnlab.models import ModelSpec, get_model_spec
+from cnnlab.train import Callback, History, Trainer
+
+CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS = (
+    "config.json",
+    "weights.safetensors",
+    "checkpoint.pt",
+    "history.json",
+    "metrics.json",
+)
+
+
+def _versions() -> dict[str, str]:
+    from cnnlab import __version__
+
+    return {"cnnlab": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def default_run_dir(model: str, root: str | Path = "runs") -> Path:
+    """``runs/<model>-<date>-<time>``, made unique if it exists."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{model}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{model}-{stamp}-{n}"
+    return path
+
+
+def build_model(spec: ModelSpec, num_classes: int, model_args: dict[str, Any]) -> nn.Module:
+    """Create ``spec``'s model with the dataset's number of classes unless told otherwise."""
+    args = dict(model_args)
+    if "num_classes" in spec.arguments():
+        args.setdefault("num_classes", num_classes)
+    return spec.create(**args)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Write the model's weights as safetensors, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``model``; a mismatch is a :class:`CnnlabError`."""
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise CnnlabError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CnnlabError(f"{path}: weights do not fit the model ({first})") from None
+
+
+class RunFolderWriter(Callback):
+    """After each epoch, write weights, checkpoint and history into the run folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+        save_weights(trainer.model, self.path / WEIGHTS)
+        state = trainer.state_dict()
+        atomic.write_with(self.path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        atomic.write_json(self.path / HISTORY, trainer.history.epochs)
+
+
+@dataclass
+class Run:
+    """A trained model loaded from its run folder."""
+
+    path: Path
+    config: TrainConfig
+    spec: ModelSpec
+    model: nn.Module
+    preprocess: Preprocess
+    classes: tuple[str, ...]
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"
+
+    def trainer(self, device: str = "auto", progress: bool = False) -> Trainer:
+        """A :class:`Trainer` around this run's model (for evaluate / predict)."""
+        cfg = self.config
+        return Trainer(
+            self.model,
+            preprocess=self.preprocess,
+            optimizer=cfg.optimizer or "adam",
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay or 0.0,
+            momentum=cfg.momentum,
+            schedule=cfg.schedule or "constant",
+            labels=cfg.labels or "int",
+            label_smoothing=cfg.label_smoothing,
+            device=device,
+            progress=progress,
+        )
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for uint8 images (N×H×W or N×C×H×W), on the CPU."""
+        self.model.eval()
+        images = torch.as_tensor(images)
+        if images.dim() == 2:
+            images = images[None]
+        if images.dim() == 3:
+            images = images.unsqueeze(1)
+        device = next(self.model.parameters()).device
+        return self.model(self.preprocess(images.to(device))).float().softmax(1).cpu()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CnnlabError(f"{path}: missing; is {path.parent} a cnnlab run folder?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CnnlabError(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_run(path: str | Path, device: str = "cpu") -> Run:
+    """Load the run folder at ``path``: config, model with its weights, history, metrics."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CnnlabError(f"run folder {str(path)!r} does not exist")
+    meta = _read_json(path / CONFIG)
+    try:
+        config = TrainConfig.from_dict(meta["train"])
+        preprocess = Preprocess.from_dict(meta["preprocess"])
+        classes = tuple(str(c) for c in meta["classes"])
+        dataset = str(meta.get("dataset", config.dataset))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CnnlabError(f"{path / CONFIG}: missing or bad entry {exc}") from None
+    spec = get_model_spec(config.model)
+    model = build_model(spec, len(classes), config.model_args)
+    weights = path / WEIGHTS
+    if not weights.exists():
+        raise CnnlabError(f"{weights}: missing; the run has not finished an epoch yet")
+    load_weights(model, weights)
+    model.to(device).eval()
+    history = _read_json(path / HISTORY) if (path / HISTORY).exists() else []
+    metrics = _read_json(path / METRICS) if (path / METRICS).exists() else {}
+    return Run(path, config, spec, model, preprocess, classes, history, metrics, dataset)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` returns: the folder, the trainer and the test figures."""
+
+    path: Path
+    trainer: Trainer
+    metrics: dict[str, Any]
+    history: History
+    dataset: str
+
+
+def _load_data(
+    name: str, data_dir: str | Path | None, fallback: str | None
+) -> tuple[Any, Any, str]:
+    from cnnlab.data import load_dataset
+
+    try:
+        return load_dataset(name, "train", data_dir), load_dataset(name, "test", data_dir), name
+    except CnnlabError as exc:
+        if not fallback or fallback == name:
+            raise
+        print(f"cnnlab: {name} is not available ({exc})", file=sys.stderr)
+        print(f"cnnlab: training on {fallback!r} instead", file=sys.stderr)
+        return (
+            load_dataset(fallback, "train", data_dir),
+            load_dataset(fallback, "test", data_dir),
+            fallback,
+        )
+
+
+def train_run(
+    config: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    more_epochs: int | None = None,
+    fallback_dataset: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+) -> RunResult:
+    """Train ``config`` into a run folder and evaluate on the test split.
+
+    With ``resume``, ``config`` is ignored: the run folder's own config, weights and
+    checkpoint are loaded and training continues for ``more_epochs`` (default: the
+    epochs the run had left) in the same folder.
+    """
+    if resume is not None:
+        return _resume(Path(resume), data_dir, more_epochs, callbacks, progress)
+    spec = get_model_spec(config.model)
+    cfg = config.resolved(spec.recipe)
+    train, test, dataset = _load_data(cfg.dataset, data_dir, fallback_dataset)
+    cfg = replace(cfg, dataset=dataset)
+    path = Path(out) if out is not None else default_run_dir(cfg.model)
+    if (path / CONFIG).exists():
+        raise CnnlabError(f"{path} already holds a run; choose another --out or --resume it")
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, len(train.classes), cfg.model_args)
+    preprocess = Preprocess(spec.input_size, spec.fit, cfg.mean, cfg.std)
+    trainer = _make_trainer(model, preprocess, cfg, progress)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(
+        path / CONFIG,
+        {
+            "train": cfg.to_dict(),
+            "model": {
+                "id": spec.name,
+                "args": build_args(spec, len(train.classes), cfg),
+                "input_size": list(spec.input_size),
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
+            "dataset": dataset,
+            "classes": list(train.classes),
+            "preprocess": preprocess.to_dict(),
+            "versions": _versions(),
+            "device": str(trainer.device),
+            "created": datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+    return _fit_and_test(trainer, cfg, train, test, path, cfg.epochs, callbacks)
+
+
+def build_args(spec: ModelSpec, num_classes: int, cfg: TrainConfig) -> dict[str, Any]:
+    """The model's full keyword arguments: defaults, then the run's choices."""
+    args = spec.arguments()
+    if "num_classes" in args:
+        args["num_classes"] = num_classes
+    args.update(cfg.model_args)
+    return args
+
+
+def _make_trainer(
+    model: nn.Module, preprocess: Preprocess, cfg: TrainConfig, progress: bool
+) -> Trainer:
+    return Trainer(
+        model,
+        preprocess=preprocess,
+        optimizer=cfg.optimizer or "adam",
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay or 0.0,
+        momentum=cfg.momentum,
+        schedule=cfg.schedule or "constant",
+        labels=cfg.labels or "int",
+        label_smoothing=cfg.label_smoothing,
+        device=cfg.device,
+        progress=progress,
+    )
+
+
+def _fit_and_test(
+    trainer: Trainer,
+    cfg: TrainConfig,
+    train: Any,
+    test: Any,
+    path: Path,
+    epochs: int | None,
+    callbacks: Sequence[Callback],
+) -> RunResult:
+    start = time.perf_counter()
+    fit_args: dict[str, Any] = {"batch_size": cfg.batch_size, "seed": cfg.seed}
+    if cfg.validation == "test":
+        fit_args["validation_data"] = test
+    else:
+        fit_args["validation_split"] = cfg.validation_split or 0.0
+    if epochs is not None:
+        fit_args["epochs"] = epochs
+    else:
+        fit_args["steps"] = cfg.steps
+    history = trainer.fit(train, callbacks=[RunFolderWriter(path), *callbacks], **fit_args)
+    train_seconds = time.perf_counter() - start
+    test_metrics = trainer.evaluate(test)
+    metrics = {
+        "test_accuracy": test_metrics["accuracy"],
+        "test_loss": test_metrics["loss"],
+        "test_samples": len(test),
+        "dataset": cfg.dataset,
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "train_seconds": round(train_seconds, 2),
+        "device": str(trainer.device),
+    }
+    atomic.write_json(path / METRICS, metrics)
+    return RunResult(path, trainer, metrics, history, cfg.dataset)
+
+
+def _resume(
+    path: Path,
+    data_dir: str | Path | None,
+    more_epochs: int | None,
+    callbacks: Sequence[Callback],
+    progress: bool,
+) -> RunResult:
+    run = load_run(path)
+    ckpt_path = path / CHECKPOINT
+    if not ckpt_path.exists():
+        raise CnnlabError(f"{ckpt_path}: missing; this run cannot be resumed")
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CnnlabError(f"{ckpt_path}: not a readable checkpoint ({exc})") from None
+    cfg = run.config
+    trainer = _make_trainer(run.model, run.preprocess, cfg, progress)
+    trainer.load_state_dict(state)
+    if more_epochs is None:
+        if cfg.steps:
+            if trainer.step >= cfg.steps:
+                raise CnnlabError(
+                    f"{path} has finished its {cfg.steps} steps; "
+                    "give --epochs N to train N more epochs"
+                )
+        else:
+            more_epochs = (cfg.epochs or 0) - trainer.epoch
+            if more_epochs <= 0:
+                raise CnnlabError(
+                    f"{path} has finished its {cfg.epochs} epochs; "
+                    "give --epochs N to train N more epochs"
+                )
+    from cnnlab.data import load_dataset
+
+    train = load_dataset(run.dataset, "train", data_dir)
+    test = load_dataset(run.dataset, "test", data_dir)
+    if more_epochs is not None:
+        meta = _read_json(path / CONFIG)
+        meta["train"]["epochs"] = trainer.epoch + more_epochs
+        meta.setdefault("resumed", []).append(
+            {
+                "at_epoch": trainer.epoch,
+                "epochs": more_epochs,
+                "when": datetime.now().isoformat(timespec="seconds"),
+            }
+        )
+        atomic.write_json(path / CONFIG, meta)
+    return _fit_and_test(trainer, cfg, train, test, path, more_epochs, callbacks)

@@ -1,0 +1,1 @@
+"""Pictures: training curves, image grids, kernels and feature maps."""

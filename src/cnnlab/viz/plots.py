@@ -1,0 +1,68 @@
+"""Training-history curves and labelled image grids, as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cnnlab import atomic  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG atomically and close it."""
+    path = Path(path)
+    atomic.write_with(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    )
+    plt.close(fig)
+    return path
+
+
+def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Accuracy and loss per epoch, training against validation, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [int(r["epoch"]) for r in history]
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        ax.plot(epochs, [r[metric] for r in history], "o-", label="train")
+        if history and f"val_{metric}" in history[0]:
+            ax.plot(epochs, [r[f"val_{metric}"] for r in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
+        if len(epochs) < 15:
+            ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_image_grid(
+    images: np.ndarray,
+    titles: Sequence[str],
+    path: str | Path,
+    colors: Sequence[str] | None = None,
+    columns: int = 8,
+    title: str = "",
+) -> Path:
+    """A grid of grey images (N×H×W uint8 or float) with one title each."""
+    n = len(images)
+    columns = max(1, min(columns, n))
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.85 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i], cmap="gray", interpolation="nearest")
+            ax.set_title(titles[i], fontsize=9, color=(colors[i] if colors else "black"))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
