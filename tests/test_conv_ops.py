@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import doctest
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -282,3 +285,10 @@ def test_bad_arguments_are_clear_errors(call, words: str) -> None:
         call()
     assert words in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_tutorial_examples_are_true() -> None:
+    """The Python examples of docs/convolution.md give the outputs printed there."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "convolution.md"
+    result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 7 and result.failed == 0
