@@ -83,6 +83,8 @@ def test_pooling_absorbs_a_shift_on_a_digit() -> None:
 def test_filter_sheet_and_visualization_files(tmp_path: Path) -> None:
     rgb = torch.rand(3, 40, 60)
     assert len(figure_png(filter_sheet(rgb, ["sobel", "mean-5"]))) > 1000
+    small = filter_sheet(rgb, ["sobel-x"], display_side=20)  # results shrunk for display
+    assert [im.get_array().shape[:2] for ax in small.axes for im in ax.images] == [(13, 20)] * 2
     model = create_model("seed002-cnn")
     vis = write_visualization(model, torch.rand(1, 1, 28, 28), tmp_path / "v", max_channels=8)
     assert [p.name for p in vis.files] == [

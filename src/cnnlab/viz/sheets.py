@@ -54,11 +54,14 @@ def filter_sheet(
     title: str = "",
     panel_inches: float = 3.0,
     mode: str = "reflect",
+    display_side: int = 1200,
 ) -> Figure:
     """One labelled sheet: ``image`` (``C×H×W`` in [0, 1]) first, then under each kernel.
 
     Each result keeps the image's size ("same" padding, mirrored borders) and is shown as
-    the kernel's ``display`` says (see :mod:`cnnlab.conv.kernels`).
+    the kernel's ``display`` says (see :mod:`cnnlab.conv.kernels`). Kernels run at the
+    image's full resolution; each displayed result is then reduced to at most
+    ``display_side`` pixels, so a sheet of a huge photo holds one full-size result at a time.
     """
     x, _ = to_tensor(image, name="image")
     x = x[0]
@@ -68,14 +71,28 @@ def filter_sheet(
     interp = {"interpolation": "nearest" if max(x.shape[1:]) <= 200 else "antialiased"}
     arr, kw = to_display(x, original)
     panels = [Panel("original", arr, {**kw, **interp}, f"{x.shape[1]}×{x.shape[2]}×{x.shape[0]}")]
+    panels[0].image = _shrink(panels[0].image, display_side)
     for k in chosen:
         arr, kw = to_display(apply_kernel(x, k, mode=mode), k)
         subtitle = f"{k.size[0]}×{k.size[1]}, {k.display}"
-        panels.append(Panel(k.name, arr, {**kw, **interp}, subtitle))
+        panels.append(Panel(k.name, _shrink(arr, display_side), {**kw, **interp}, subtitle))
     ncols = 4 if len(panels) > 9 else 3
     return panel_grid_figure(
         panels, ncols=ncols, title=title, panel_inches=panel_inches, title_size=11
     )
+
+
+def _shrink(arr: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-average an ``H×W`` or ``H×W×3`` array down to ``max_side`` pixels at most."""
+    h, w = arr.shape[:2]
+    if max(h, w) <= max_side:
+        return arr
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+    small = torch.nn.functional.interpolate(t, size=size, mode="area")[0]
+    return small[0].numpy() if arr.ndim == 2 else small.permute(1, 2, 0).numpy()
 
 
 @dataclass
