@@ -1,0 +1,356 @@
+// cnnlab drawing page: pointer drawing, live predictions, feature maps, model panel.
+// Plain JavaScript, no libraries; everything comes from this server.
+"use strict";
+
+(() => {
+  const STROKE = 20; // px on the 280×280 canvas: about 2 px after scaling to MNIST's 20 px box
+  const LIVE_MS = 120; // while drawing, at most one request per this many milliseconds
+
+  const $ = (id) => document.getElementById(id);
+  const pad = $("pad");
+  const ctx = pad.getContext("2d");
+  const body = document.body;
+
+  let classes = [];
+  let drawing = false;
+  let last = null;
+  let version = 0; // bumps on every change of the canvas
+  let dirty = false; // the canvas holds ink
+  let inFlight = false;
+  let again = false; // a newer drawing waits for the request in flight
+  let lastSent = 0;
+  let shownVersion = -1;
+  let predictions = 0;
+
+  function setSettled() {
+    body.dataset.settled = !inFlight && !again && shownVersion === version ? "1" : "0";
+  }
+
+  function clearPad() {
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, pad.width, pad.height);
+    ctx.strokeStyle = "#fff";
+    ctx.fillStyle = "#fff";
+    ctx.lineWidth = STROKE;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    dirty = false;
+    version += 1;
+  }
+
+  function point(ev) {
+    const r = pad.getBoundingClientRect();
+    return {
+      x: ((ev.clientX - r.left) / r.width) * pad.width,
+      y: ((ev.clientY - r.top) / r.height) * pad.height,
+    };
+  }
+
+  function dot(p) {
+    ctx.beginPath();
+    ctx.arc(p.x, p.y, STROKE / 2, 0, Math.PI * 2);
+    ctx.fill();
+  }
+
+  function segment(a, b) {
+    ctx.beginPath();
+    ctx.moveTo(a.x, a.y);
+    ctx.lineTo(b.x, b.y);
+    ctx.stroke();
+  }
+
+  pad.addEventListener("pointerdown", (ev) => {
+    if (ev.pointerType === "mouse" && ev.button !== 0) return;
+    ev.preventDefault();
+    pad.setPointerCapture(ev.pointerId);
+    drawing = true;
+    last = point(ev);
+    dot(last);
+    dirty = true;
+    version += 1;
+    setSettled();
+  });
+
+  pad.addEventListener("pointermove", (ev) => {
+    if (!drawing) return;
+    ev.preventDefault();
+    const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
+    for (const e of events.length ? events : [ev]) {
+      const p = point(e);
+      segment(last, p);
+      last = p;
+    }
+    version += 1;
+    setSettled();
+    if (!inFlight && performance.now() - lastSent > LIVE_MS) predict();
+  });
+
+  const endStroke = (ev) => {
+    if (!drawing) return;
+    drawing = false;
+    if (pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
+    predict();
+  };
+  pad.addEventListener("pointerup", endStroke);
+  pad.addEventListener("pointercancel", endStroke);
+
+  $("clear").addEventListener("click", () => {
+    clearPad();
+    again = false;
+    shownVersion = version;
+    resetResult();
+    setSettled();
+  });
+
+  $("upload").addEventListener("change", async (ev) => {
+    const file = ev.target.files && ev.target.files[0];
+    ev.target.value = "";
+    if (!file) return;
+    clearPad();
+    const form = new FormData();
+    form.append("file", file, file.name);
+    inFlight = true;
+    setSettled();
+    try {
+      await send(form, {}, version, `uploaded ${file.name}`);
+    } finally {
+      inFlight = false;
+      setSettled();
+    }
+  });
+
+  function predict() {
+    if (!dirty) return;
+    if (inFlight) {
+      again = true;
+      setSettled();
+      return;
+    }
+    inFlight = true;
+    again = false;
+    lastSent = performance.now();
+    const v = version;
+    setSettled();
+    pad.toBlob(async (blob) => {
+      try {
+        if (blob) await send(blob, { "Content-Type": "image/png" }, v, "");
+      } finally {
+        inFlight = false;
+        if (again || (v !== version && !drawing)) {
+          again = false;
+          predict();
+        }
+        setSettled();
+      }
+    }, "image/png");
+  }
+
+  async function send(payload, headers, v, note) {
+    let res;
+    try {
+      res = await fetch("/api/predict?features=1", { method: "POST", headers, body: payload });
+    } catch (err) {
+      showError(`the server did not answer (${err.message})`);
+      return;
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      data = null;
+    }
+    if (!res.ok) {
+      showError((data && data.detail) || `request failed (${res.status})`);
+      shownVersion = v;
+      return;
+    }
+    if (v < shownVersion) return; // an older answer overtaken by a newer one
+    shownVersion = v;
+    showError("");
+    predictions += 1;
+    body.dataset.predictions = String(predictions);
+    render(data, note);
+  }
+
+  function showError(message) {
+    const el = $("error");
+    el.textContent = message;
+    el.hidden = !message;
+  }
+
+  // ---- results -----------------------------------------------------------------------
+
+  function buildBars(names) {
+    const bars = $("bars");
+    bars.replaceChildren();
+    for (const c of names) {
+      const row = document.createElement("div");
+      row.className = "bar-row";
+      row.setAttribute("role", "listitem");
+      row.dataset.class = c;
+      row.innerHTML =
+        '<span class="bar-label"></span><span class="bar-track"><span class="bar-fill">' +
+        '</span></span><span class="bar-value">–</span>';
+      row.querySelector(".bar-label").textContent = c;
+      bars.appendChild(row);
+    }
+  }
+
+  function resetResult() {
+    $("prediction").textContent = "–";
+    $("confidence").textContent = "draw a digit";
+    $("timing").textContent = "";
+    for (const row of $("bars").children) {
+      row.classList.remove("best");
+      row.querySelector(".bar-fill").style.width = "0";
+      row.querySelector(".bar-value").textContent = "–";
+    }
+    const c = $("input28").getContext("2d");
+    c.clearRect(0, 0, 28, 28);
+    $("feature-maps").innerHTML = '<p class="muted">Draw a digit to see every layer respond.</p>';
+    body.dataset.prediction = "";
+  }
+
+  function render(data, note) {
+    const top = data.prediction;
+    body.dataset.prediction = top;
+    $("prediction").textContent = top;
+    $("confidence").textContent =
+      `${(data.confidence * 100).toFixed(1)}% sure` + (note ? ` · ${note}` : "");
+    const t = data.timing_ms || {};
+    $("timing").textContent =
+      `model ${fmt(t.inference)} ms · feature maps ${fmt(t.features)} ms · ` +
+      `server total ${fmt(t.total)} ms`;
+    if (!classes.length) {
+      classes = Object.keys(data.probabilities);
+      buildBars(classes);
+    }
+    for (const row of $("bars").children) {
+      const p = data.probabilities[row.dataset.class] || 0;
+      row.classList.toggle("best", row.dataset.class === top);
+      row.querySelector(".bar-fill").style.width = `${(p * 100).toFixed(2)}%`;
+      row.querySelector(".bar-value").textContent = `${(p * 100).toFixed(1)}%`;
+    }
+    drawInput(data.input);
+    drawMaps(data.feature_maps || []);
+  }
+
+  function fmt(v) {
+    return typeof v === "number" ? v.toFixed(1) : "–";
+  }
+
+  function drawInput(rows) {
+    const c = $("input28").getContext("2d");
+    const img = c.createImageData(28, 28);
+    for (let y = 0; y < 28; y++) {
+      for (let x = 0; x < 28; x++) {
+        const v = rows[y][x];
+        const i = (y * 28 + x) * 4;
+        img.data[i] = img.data[i + 1] = img.data[i + 2] = v;
+        img.data[i + 3] = 255;
+      }
+    }
+    c.putImageData(img, 0, 0);
+  }
+
+  function drawMaps(layers) {
+    const box = $("feature-maps");
+    box.replaceChildren();
+    if (!layers.length) {
+      box.innerHTML = '<p class="muted">This model has no convolution layers.</p>';
+      return;
+    }
+    for (const layer of layers) {
+      const section = document.createElement("div");
+      section.className = "layer";
+      section.dataset.layer = layer.layer;
+      const [ch, h, w] = layer.shape;
+      const title = document.createElement("h3");
+      title.textContent = `conv ${layer.index} · layer ${layer.layer} (${layer.type}) `;
+      const dims = document.createElement("span");
+      dims.className = "muted";
+      const shown = layer.maps.length < ch ? `, first ${layer.maps.length} shown` : "";
+      dims.textContent = `${ch} channels of ${h}×${w}${shown}`;
+      title.appendChild(dims);
+      const tiles = document.createElement("div");
+      tiles.className = "tiles";
+      layer.maps.forEach((url, i) => {
+        const fig = document.createElement("figure");
+        fig.className = "tile";
+        const img = document.createElement("img");
+        img.src = url;
+        img.alt = `channel ${i}`;
+        const [lo, hi] = layer.ranges[i];
+        img.title = `channel ${i}: ${lo} … ${hi}`;
+        const cap = document.createElement("figcaption");
+        cap.textContent = `${i}`;
+        fig.append(img, cap);
+        tiles.appendChild(fig);
+      });
+      section.append(title, tiles);
+      box.appendChild(section);
+    }
+  }
+
+  // ---- model panel -------------------------------------------------------------------
+
+  async function loadModel() {
+    let info;
+    try {
+      const res = await fetch("/api/model");
+      info = await res.json();
+      if (!res.ok) throw new Error(info.detail || res.status);
+    } catch (err) {
+      $("model-line").textContent = `cannot load the model description (${err.message})`;
+      return;
+    }
+    const acc = info.test_accuracy == null ? "" : ` · test accuracy ${(info.test_accuracy * 100).toFixed(2)}%`;
+    $("model-line").textContent =
+      `${info.name} · run ${info.run} · trained on ${info.dataset}${acc}`;
+    if (!classes.length) {
+      classes = info.classes;
+      buildBars(classes);
+    }
+    const facts = [
+      ["model", info.name],
+      ["parameters", info.parameters.toLocaleString("en")],
+      ["input", info.input_size.join("×")],
+      ["dataset", info.dataset],
+      ["epochs", info.epochs],
+    ];
+    if (info.test_accuracy != null) facts.push(["test accuracy", `${(info.test_accuracy * 100).toFixed(2)}%`]);
+    const box = $("model-facts");
+    box.replaceChildren();
+    for (const [k, v] of facts) {
+      const span = document.createElement("span");
+      const b = document.createElement("b");
+      b.textContent = `${k}: `;
+      span.append(b, String(v));
+      box.appendChild(span);
+    }
+    if (info.description) {
+      const d = document.createElement("span");
+      d.className = "muted";
+      d.textContent = info.description;
+      box.appendChild(d);
+    }
+    const tbody = $("layers").querySelector("tbody");
+    tbody.replaceChildren();
+    for (const l of info.layers) {
+      const tr = document.createElement("tr");
+      for (const v of [l.name, l.type, l.output_shape.join("×") || "–", l.parameters.toLocaleString("en")]) {
+        const td = document.createElement("td");
+        td.textContent = v;
+        tr.appendChild(td);
+      }
+      tbody.appendChild(tr);
+    }
+    $("summary").textContent = info.summary;
+    body.dataset.model = "loaded";
+  }
+
+  clearPad();
+  shownVersion = version;
+  setSettled();
+  loadModel();
+})();
