@@ -121,7 +121,10 @@ def test_recipe_fills_unset_options() -> None:
     assert (cfg.steps, cfg.epochs, cfg.lr) == (None, 2, None)
 
 
-def test_fallback_dataset_when_the_first_cannot_be_had(tmp_path: Path, capsys) -> None:
+def test_fallback_dataset_when_the_first_cannot_be_had(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)  # MNIST must be nowhere to be had
     result = train_run(
         TrainConfig(model="seed004-lenet", dataset="mnist", epochs=1),
         tmp_path / "r",

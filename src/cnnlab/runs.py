@@ -240,6 +240,16 @@ def train_run(
     model = build_model(spec, len(train.classes), cfg.model_args)
     preprocess = Preprocess(spec.input_size, spec.fit, cfg.mean, cfg.std)
     trainer = _make_trainer(model, preprocess, cfg, progress)
+    if progress:
+        length = (
+            f"{cfg.steps:,} steps" if cfg.steps and cfg.epochs is None else f"{cfg.epochs} epochs"
+        )
+        print(
+            f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) "
+            f"on {dataset} ({len(train):,} images) for {length} of batch {cfg.batch_size}, "
+            f"{cfg.optimizer}, on {trainer.device}; run folder {path}",
+            file=sys.stderr,
+        )
     path.mkdir(parents=True, exist_ok=True)
     atomic.write_json(
         path / CONFIG,

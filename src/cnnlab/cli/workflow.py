@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -282,8 +281,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
         )
-        if not args.quiet:
-            print(f"training {args.model} on {args.dataset}", file=sys.stderr)
         result = train_run(
             config,
             args.out,

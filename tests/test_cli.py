@@ -1,0 +1,179 @@
+"""The command line: every workflow command, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnlab.cli import main
+from tests.drawing import draw_digit
+
+TABLE_B_IDS = (
+    "seed000-cnn",
+    "seed001-lenet5",
+    "seed001-alexnet",
+    "seed002-cnn",
+    "seed002-mlp",
+    "seed003-deep-mnist",
+    "seed004-lenet",
+    "seed004-lenet-max",
+)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_every_tutorial_model(capsys) -> None:
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    listed = {line.split()[0] for line in out.splitlines()}
+    assert set(TABLE_B_IDS) <= listed
+
+
+def test_models_verbose_shows_recipe(capsys) -> None:
+    code, out, _ = run_cli(capsys, "models", "-v", "seed002-cnn")
+    assert code == 0 and "242,062 parameters" in out and "batch_size=200" in out
+
+
+@pytest.mark.parametrize(
+    ("model", "total"),
+    [
+        ("seed002-cnn", "242,062"),
+        ("seed000-cnn", "206,922"),
+        ("seed003-deep-mnist", "3,274,634"),
+        ("seed004-lenet", "61,706"),
+        ("seed004-lenet-max", "61,610"),
+        ("seed001-lenet5", "61,706"),
+    ],
+)
+def test_summary_reports_the_tutorial_totals(capsys, model: str, total: str) -> None:
+    code, out, _ = run_cli(capsys, "summary", model)
+    assert code == 0
+    assert f"Total params: {total}" in out
+    for needle in (
+        "Input Shape",
+        "Output Shape",
+        "Mult-Adds",
+        "Forward/backward pass size (MB)",
+        "Params size (MB)",
+        "Estimated Total Size (MB)",
+        "Input size (MB)",
+    ):
+        assert needle in out
+
+
+def test_summary_of_a_run_folder(capsys, digits_run: Path) -> None:
+    code, out, _ = run_cli(capsys, "summary", str(digits_run))
+    assert code == 0 and "206,922" in out
+
+
+def test_train_evaluate_predict_plot_round_trip(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--model",
+        "seed004-lenet-max",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--out",
+        str(run),
+        "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["run"] == str(run) and 0 <= result["test_accuracy"] <= 1
+    assert "Epoch 2/2" in err  # per-epoch lines when not on a terminal
+
+    code, out, _ = run_cli(capsys, "evaluate", str(run), "--json")
+    assert code == 0
+    assert json.loads(out)["runs"][0]["accuracy"] == pytest.approx(result["test_accuracy"])
+
+    code, out, err = run_cli(capsys, "train", "--resume", str(run), "--epochs", "1", "--quiet")
+    assert code == 0, err
+    assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 3
+
+    image = draw_digit("7", tmp_path / "seven.png")
+    code, out, _ = run_cli(capsys, "predict", str(run), str(image), "--json")
+    assert code == 0
+    row = json.loads(out)
+    assert row["file"] == str(image) and set(row["probabilities"]) == {str(i) for i in range(10)}
+    assert row["prediction"] in row["probabilities"]
+
+    code, out, _ = run_cli(capsys, "plot", str(run), "-o", str(tmp_path / "plots"))
+    assert code == 0
+    for name in ("history.png", "predictions.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_several_runs_reports_an_ensemble(capsys, digits_run: Path) -> None:
+    code, out, _ = run_cli(capsys, "evaluate", str(digits_run), str(digits_run))
+    assert code == 0 and "ensemble of 2" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "lenet7"], "unknown model 'lenet7'"),
+        (["train", "--dataset", "cifar99"], "unknown dataset"),
+        (["train", "--epochs", "0"], "must be at least 1"),
+        (["train", "--batch-size", "x"], "expected a whole number"),
+        (["train", "--validation-split", "1.5"], "must be in [0, 1)"),
+        (["train", "--lr", "-3"], "must be positive"),
+        (["evaluate", "/nonexistent/run"], "does not exist"),
+        (["summary", "nonet"], "unknown model 'nonet'"),
+        (["models", "zzz*"], "no model matches"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        code = main(argv)
+        raise SystemExit(code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_predict_on_unreadable_image(capsys, digits_run: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    code, _, err = run_cli(capsys, "predict", str(digits_run), str(text))
+    assert code == 2 and "notes.png" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "predict", str(digits_run), str(tmp_path / "missing.png"))
+    assert code == 2 and "missing.png" in err
+
+
+def test_malformed_idx_is_a_clean_error(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "mnist"
+    bad.mkdir()
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
+        (bad / name).write_bytes(b"\x1f\x8b garbage")
+    code, _, err = run_cli(
+        capsys, "train", "--data-dir", str(tmp_path), "--epochs", "1", "--out", str(tmp_path / "r")
+    )
+    assert code == 2 and "idx" in err.lower() and len(err.strip().splitlines()) == 1
+
+
+def test_console_entry_point_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "models", "seed004*"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "seed004-lenet-max" in out
