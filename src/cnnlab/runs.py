@@ -31,10 +31,13 @@ from torch import nn
 
 from cnnlab import atomic
 from cnnlab.config import TrainConfig
+from cnnlab.data.augment import Augment
 from cnnlab.data.loader import Preprocess
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelSpec, get_model_spec
-from cnnlab.train import Callback, History, Trainer
+from cnnlab.recipes import get_recipe
+from cnnlab.train import Callback, EarlyStopping, History, Trainer
+from cnnlab.train.trainer import predict_proba
 
 CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS = (
     "config.json",
@@ -90,13 +93,34 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 
 class RunFolderWriter(Callback):
-    """After each epoch, write weights, checkpoint and history into the run folder."""
+    """After each epoch, write weights, checkpoint and history into the run folder.
 
-    def __init__(self, path: Path) -> None:
+    ``weights.safetensors`` holds the weights to use: the EMA average when the trainer
+    keeps one, and with ``select="best"`` those of the epoch with the best validation
+    accuracy so far (ties: lower validation loss). The checkpoint always holds the
+    latest training state, so a resumed run continues from the last epoch.
+    """
+
+    def __init__(self, path: Path, select: str = "last") -> None:
         self.path = path
+        self.select = select
+        self.best: tuple[float, float] | None = None
+
+    def _score(self, logs: dict[str, Any]) -> tuple[float, float] | None:
+        if "val_accuracy" not in logs:
+            return None
+        return (float(logs["val_accuracy"]), -float(logs["val_loss"]))
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        scores = [s for s in map(self._score, trainer.history.epochs) if s is not None]
+        self.best = max(scores) if scores else None
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
-        save_weights(trainer.model, self.path / WEIGHTS)
+        score = self._score(logs)
+        if self.select == "last" or score is None or self.best is None or score > self.best:
+            save_weights(trainer.eval_model, self.path / WEIGHTS)
+            if score is not None and (self.best is None or score > self.best):
+                self.best = score
         state = trainer.state_dict()
         atomic.write_with(self.path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
         atomic.write_json(self.path / HISTORY, trainer.history.epochs)
@@ -116,34 +140,17 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist"
 
-    def trainer(self, device: str = "auto", progress: bool = False) -> Trainer:
-        """A :class:`Trainer` around this run's model (for evaluate / predict)."""
-        cfg = self.config
-        return Trainer(
-            self.model,
-            preprocess=self.preprocess,
-            optimizer=cfg.optimizer or "adam",
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay or 0.0,
-            momentum=cfg.momentum,
-            schedule=cfg.schedule or "constant",
-            labels=cfg.labels or "int",
-            label_smoothing=cfg.label_smoothing,
-            device=device,
-            progress=progress,
-        )
+    def predict(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Class probabilities for uint8 images (H×W, N×H×W or N×C×H×W), on the CPU.
 
-    @torch.inference_mode()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for uint8 images (N×H×W or N×C×H×W), on the CPU."""
-        self.model.eval()
+        ``tta`` averages over shifted copies of each image (and mirrored ones when the
+        run was trained with flips), as ``--tta`` does.
+        """
         images = torch.as_tensor(images)
         if images.dim() == 2:
             images = images[None]
-        if images.dim() == 3:
-            images = images.unsqueeze(1)
-        device = next(self.model.parameters()).device
-        return self.model(self.preprocess(images.to(device))).float().softmax(1).cpu()
+        flip = bool(Augment.from_dict(self.config.augment).flip)
+        return predict_proba(self.model, self.preprocess, images, tta=tta, flip=flip)
 
 
 def _read_json(path: Path) -> Any:
@@ -182,13 +189,15 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
 
 @dataclass
 class RunResult:
-    """What :func:`train_run` returns: the folder, the trainer and the test figures."""
+    """What :func:`train_run` returns: the folder, the trainer, the test figures and the
+    complete configuration the run used."""
 
     path: Path
     trainer: Trainer
     metrics: dict[str, Any]
     history: History
     dataset: str
+    config: TrainConfig
 
 
 def _load_data(
@@ -229,8 +238,7 @@ def train_run(
     """
     if resume is not None:
         return _resume(Path(resume), data_dir, more_epochs, callbacks, progress)
-    spec = get_model_spec(config.model)
-    cfg = config.resolved(spec.recipe)
+    spec, cfg = resolve_config(config)
     train, test, dataset = _load_data(cfg.dataset, data_dir, fallback_dataset)
     cfg = replace(cfg, dataset=dataset)
     path = Path(out) if out is not None else default_run_dir(cfg.model)
@@ -272,6 +280,20 @@ def train_run(
     return _fit_and_test(trainer, cfg, train, test, path, cfg.epochs, callbacks)
 
 
+def resolve_config(config: TrainConfig) -> tuple[ModelSpec, TrainConfig]:
+    """The model and the complete configuration: the user's options, then the named
+    recipe's, then the model's own recipe, then the defaults."""
+    recipe = get_recipe(config.recipe) if config.recipe else None
+    model = config.model or (recipe.model if recipe else TrainConfig.DEFAULTS["model"])
+    spec = get_model_spec(model)
+    merged = dict(spec.recipe)
+    if recipe is not None:
+        merged.update(recipe.options)
+        if model == recipe.model:
+            config = replace(config, model_args={**recipe.model_args, **config.model_args})
+    return spec, replace(config, model=model).resolved(merged)
+
+
 def build_args(spec: ModelSpec, num_classes: int, cfg: TrainConfig) -> dict[str, Any]:
     """The model's full keyword arguments: defaults, then the run's choices."""
     args = spec.arguments()
@@ -293,9 +315,14 @@ def _make_trainer(
         momentum=cfg.momentum,
         schedule=cfg.schedule or "constant",
         labels=cfg.labels or "int",
-        label_smoothing=cfg.label_smoothing,
+        label_smoothing=cfg.label_smoothing or 0.0,
         device=cfg.device,
         progress=progress,
+        precision=cfg.precision or "auto",
+        compile=bool(cfg.compile),
+        augment=Augment.from_dict(cfg.augment) if cfg.augment else None,
+        ema=cfg.ema or 0.0,
+        tta=bool(cfg.tta),
     )
 
 
@@ -318,10 +345,16 @@ def _fit_and_test(
         fit_args["epochs"] = epochs
     else:
         fit_args["steps"] = cfg.steps
-    history = trainer.fit(train, callbacks=[RunFolderWriter(path), *callbacks], **fit_args)
+    writer = RunFolderWriter(path, cfg.select or "last")
+    extra: list[Callback] = []
+    if cfg.early_stopping:
+        extra.append(EarlyStopping("val_accuracy", patience=cfg.early_stopping, restore_best=False))
+    history = trainer.fit(train, callbacks=[*extra, writer, *callbacks], **fit_args)
     train_seconds = time.perf_counter() - start
-    test_metrics = trainer.evaluate(test)
-    metrics = {
+    if cfg.select == "best":
+        load_weights(trainer.eval_model, path / WEIGHTS)
+    test_metrics = trainer.evaluate(test, tta=bool(cfg.tta))
+    metrics: dict[str, Any] = {
         "test_accuracy": test_metrics["accuracy"],
         "test_loss": test_metrics["loss"],
         "test_samples": len(test),
@@ -330,9 +363,16 @@ def _fit_and_test(
         "steps": trainer.step,
         "train_seconds": round(train_seconds, 2),
         "device": str(trainer.device),
+        "precision": trainer.precision,
+        "tta": bool(cfg.tta),
+        "weights": "best" if cfg.select == "best" else "last",
     }
+    if cfg.tta:
+        plain = trainer.evaluate(test, tta=False)
+        metrics["test_accuracy_no_tta"] = plain["accuracy"]
+        metrics["test_loss_no_tta"] = plain["loss"]
     atomic.write_json(path / METRICS, metrics)
-    return RunResult(path, trainer, metrics, history, cfg.dataset)
+    return RunResult(path, trainer, metrics, history, cfg.dataset, cfg)
 
 
 def _resume(

@@ -76,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("recipes", help="list the named training recipes (train --recipe NAME)")
+    p.set_defaults(func=cmd_recipes)
+
     p = sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds, sizes")
     p.add_argument("model", help="a registered model id or a run folder")
     p.add_argument(
@@ -95,7 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "split. Options left out take the model's own recipe "
         "(see 'cnnlab models -v'), then the defaults shown.",
     )
-    p.add_argument("--model", default="seed000-cnn", help="model id (default seed000-cnn)")
+    p.add_argument("--model", help="model id (default: the recipe's model, else seed000-cnn)")
+    p.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="a named recipe: model and options (see 'cnnlab recipes'); options given here win",
+    )
     p.add_argument(
         "--arg",
         action="append",
@@ -104,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="model argument, e.g. --arg width=48 (repeatable)",
     )
     p.add_argument(
-        "--dataset", default="mnist", help="mnist, fashion-mnist, kmnist or digits (default mnist)"
+        "--dataset", help="mnist, fashion-mnist, kmnist or digits (default: recipe, else mnist)"
     )
     add_data_dir(p)
     p.add_argument(
@@ -146,7 +154,53 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="sparse integer or one-hot labels (default: recipe, else int)",
     )
     p.add_argument(
-        "--label-smoothing", type=_fraction, default=0.0, help="label smoothing (default 0)"
+        "--label-smoothing", type=_fraction, help="label smoothing (default: recipe, else 0)"
+    )
+    p.add_argument(
+        "--augment",
+        metavar="SPEC",
+        help="batch augmentation: a preset (digits, digits-elastic, fashion, none) and/or "
+        "key=value pairs of rotate (degrees), scale, shear (degrees), translate (fraction), "
+        "elastic (pixels), elastic_sigma, flip and erase (probabilities), e.g. "
+        "'rotate=10,scale=0.1,translate=0.1' (default: recipe, else none)",
+    )
+    p.add_argument(
+        "--ema",
+        type=_fraction,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights with this decay, e.g. 0.999, "
+        "and use it for validation, test and the saved weights (default: recipe, else off)",
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation for the test figures: average over one-pixel shifts "
+        "(default: recipe, else off); metrics.json keeps the plain figures too",
+    )
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="stop when validation accuracy has not improved for this many epochs (default: off)",
+    )
+    p.add_argument(
+        "--select",
+        choices=("last", "best"),
+        help="keep the last epoch's weights, or those of the best validation accuracy "
+        "(default last)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="arithmetic: bf16 autocast or fp32; auto is bf16 on CUDA GPUs that have it, "
+        "else fp32 (default: recipe, else auto)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the model through torch.compile (pays off on GPUs; default off)",
     )
     p.add_argument(
         "--validation-split",
@@ -225,13 +279,26 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"{params:,} parameters, from {spec.source}"
         )
         if spec.recipe:
-            print(
-                "  recipe: "
-                + ", ".join(
-                    f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in spec.recipe.items()
-                )
-            )
+            print("  recipe: " + ", ".join(_fmt_option(k, v) for k, v in spec.recipe.items()))
+    return 0
+
+
+def _fmt_option(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{key}={value:g}"
+    if isinstance(value, dict):
+        return f"{key}=" + ",".join(_fmt_option(k, v) for k, v in value.items())
+    return f"{key}={value}"
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from cnnlab.recipes import get_recipe, list_recipes
+
+    for name in list_recipes():
+        r = get_recipe(name)
+        model = r.model + "".join(f" {_fmt_option(k, v)}" for k, v in r.model_args.items())
+        print(f"{name}\n  {r.description}\n  model: {model}")
+        print("  options: " + ", ".join(_fmt_option(k, v) for k, v in r.options.items()))
     return 0
 
 
@@ -262,8 +329,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     else:
+        from cnnlab.data.augment import Augment
+
         config = TrainConfig(
             model=args.model,
+            recipe=args.recipe,
             model_args=_model_args(args.arg),
             dataset=args.dataset,
             epochs=args.epochs,
@@ -278,6 +348,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             label_smoothing=args.label_smoothing,
             validation_split=args.validation_split,
             validation="test" if args.validation_test else "split",
+            augment=None if args.augment is None else Augment.parse(args.augment).to_dict(),
+            ema=args.ema,
+            tta=args.tta,
+            early_stopping=args.early_stopping,
+            select=args.select,
+            precision=args.precision,
+            compile=args.compile,
             seed=args.seed,
             device=args.device,
         )
@@ -292,10 +369,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"run": str(result.path), **m}))
     else:
+        tta = f" with TTA ({100 * m['test_accuracy_no_tta']:.2f}% without)" if m.get("tta") else ""
         print(
-            f"test accuracy {100 * m['test_accuracy']:.2f}%  test loss {m['test_loss']:.4f}  "
-            f"({m['dataset']}, {m['test_samples']:,} test images; {m['epochs']} epochs, "
-            f"{m['train_seconds']:.1f} s on {m['device']})"
+            f"test accuracy {100 * m['test_accuracy']:.2f}%{tta}  test loss "
+            f"{m['test_loss']:.4f}  ({m['dataset']}, {m['test_samples']:,} test images; "
+            f"{m['epochs']} epochs, {m['train_seconds']:.1f} s on {m['device']}, "
+            f"{m.get('precision', 'fp32')})"
         )
         print(f"run folder: {result.path}")
     return 0

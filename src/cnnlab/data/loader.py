@@ -8,7 +8,7 @@ model's input size in a handful of tensor operations on the training device.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,11 +31,19 @@ class Preprocess:
     mean: float = 0.0
     std: float = 1.0
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Turn a uint8 (N, C, H, W) batch into the float input the model expects."""
+    def __call__(
+        self, images: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Turn a uint8 (N, C, H, W) batch into the float input the model expects.
+
+        ``augment`` (e.g. an :class:`~cnnlab.data.augment.Augment`) changes the images
+        after scaling to 0–1 and before normalisation, so empty borders stay black.
+        """
         if images.dim() == 3:
             images = images.unsqueeze(1)
         x = images.float().div_(255.0)
+        if augment is not None:
+            x = augment(x)
         if self.mean != 0.0 or self.std != 1.0:
             x = x.sub_(self.mean).div_(self.std)
         return fit_to_input(x, self.input_size, self.fit)
@@ -90,7 +98,9 @@ class TensorBatches:
 
     ``images`` is uint8 (N, C, H, W), ``labels`` int64 (N,). With ``shuffle``, each
     epoch uses a permutation drawn from a generator seeded by ``(seed, epoch)``, so a
-    resumed run sees exactly the batches an uninterrupted one would.
+    resumed run sees exactly the batches an uninterrupted one would. ``augment`` is
+    applied to each batch after scaling (see :meth:`Preprocess.__call__`);
+    ``channels_last`` hands the model NHWC-strided batches, faster for convolutions.
     """
 
     def __init__(
@@ -103,7 +113,8 @@ class TensorBatches:
         shuffle: bool = False,
         seed: int = 0,
         device: torch.device | str = "cpu",
-        augment: object | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        channels_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise CnnlabError(f"batch size must be at least 1, not {batch_size}")
@@ -117,6 +128,7 @@ class TensorBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.augment = augment
+        self.channels_last = channels_last
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -144,7 +156,7 @@ class TensorBatches:
             else:
                 idx = order[start : start + self.batch_size]
                 xb, yb = self.images[idx], self.labels[idx]
-            x = self.preprocess(xb)
-            if self.augment is not None:
-                x = self.augment(x)  # type: ignore[operator]
+            x = self.preprocess(xb, self.augment)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             yield x, yb

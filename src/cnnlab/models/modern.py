@@ -43,3 +43,37 @@ def vgg_bn(num_classes: int = 10, width: int = 32, in_channels: int = 1) -> nn.M
         nn.Flatten(),
         nn.Linear(4 * w, num_classes),
     )
+
+
+@register_model(
+    "speedrun-cnn",
+    source="cnnlab",
+    recipe={
+        "optimizer": "adam",
+        "lr": 0.01,
+        "batch_size": 128,
+        "epochs": 1,
+        "validation_split": 0.0,
+        "schedule": "onecycle",
+    },
+)
+def speedrun_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """The smallest network that reaches 99% in one epoch: conv 24@5×5, conv 32@3×3, dense 256.
+
+    Each convolution is followed by batch norm, then max pooling before the ReLU (cheaper:
+    the activation runs on a quarter of the cells). 215,250 parameters, 1.2 M multiply-adds.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 24, 5, bias=False),
+        nn.BatchNorm2d(24),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Conv2d(24, 32, 3, bias=False),
+        nn.BatchNorm2d(32),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 5 * 5, 256),
+        nn.ReLU(),
+        nn.Linear(256, num_classes),
+    )

@@ -26,7 +26,9 @@ class Callback:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved for ``patience`` epochs.
 
-    With ``restore_best``, the model ends with the weights of its best epoch.
+    With ``restore_best``, the model (its EMA average, when the trainer keeps one) ends
+    with the weights of its best epoch. A resumed trainer's history counts: the best
+    value and the epochs without improvement are recomputed from it.
     """
 
     def __init__(
@@ -46,6 +48,16 @@ class EarlyStopping(Callback):
         self.best_state: dict[str, Any] | None = None
         self.wait = 0
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        for row in trainer.history.epochs:
+            value = row.get(self.monitor)
+            if value is None:
+                continue
+            if self._improved(value):
+                self.best, self.best_epoch, self.wait = value, int(row["epoch"]), 0
+            else:
+                self.wait += 1
+
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
             return value < self.best - self.min_delta
@@ -58,7 +70,7 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
-                self.best_state = copy.deepcopy(trainer.model.state_dict())
+                self.best_state = copy.deepcopy(trainer.eval_model.state_dict())
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -66,7 +78,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self.restore_best and self.best_state is not None:
-            trainer.model.load_state_dict(self.best_state)
+            trainer.eval_model.load_state_dict(self.best_state)
 
 
 class LambdaCallback(Callback):

@@ -9,8 +9,10 @@ whole dataset sits on the training device and no per-sample Python runs.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,42 @@ from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.progress import ProgressBar
 
 Data = Any  # ImageData, or a (images, labels) pair of tensors
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """Resolve ``"auto"``: bf16 autocast on CUDA GPUs that support it, else fp32.
+
+    bf16 on a CPU with native bf16 instructions is about twice as fast for these
+    networks but must be asked for (``"bf16"``): see docs/benchmarks.md.
+    """
+    if precision not in PRECISIONS:
+        raise CnnlabError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if precision != "auto":
+        if precision == "bf16" and device.type == "mps":
+            raise CnnlabError("bf16 autocast is not supported on MPS; use --precision fp32")
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` holds a 2-D convolution (channels-last memory pays off then)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def shifted_views(images: torch.Tensor, flip: bool = False) -> Iterator[torch.Tensor]:
+    """Test-time augmentation views of a uint8 batch: itself, moved one pixel up, down,
+    left and right (empty borders filled with 0), and mirrored when ``flip``."""
+    yield images
+    padded = F.pad(images, (1, 1, 1, 1))
+    h, w = images.shape[-2:]
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        yield padded[..., dy : dy + h, dx : dx + w]
+    if flip:
+        yield images.flip(-1)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -65,6 +103,18 @@ def split_data(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels.long()
 
 
+def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted (train, validation) indices: a seeded random ``fraction`` of ``n`` held out.
+
+    ``fit(validation_split=f, seed=s)`` holds out exactly ``split_indices(n, f, s)[1]``.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n_val >= n:
+        raise CnnlabError(f"validation split {fraction} leaves no data on one side")
+    return perm[: n - n_val].sort().values, perm[-n_val:].sort().values
+
+
 @dataclass
 class History:
     """Per-epoch metrics, as Keras' ``History``: ``history["val_accuracy"][-1]``."""
@@ -85,6 +135,39 @@ class History:
         self.epochs.append(dict(row))
 
 
+@torch.inference_mode()
+def predict_proba(
+    model: nn.Module,
+    preprocess: Preprocess,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    tta: bool = False,
+    flip: bool = False,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Class probabilities (on the CPU) of ``model`` for uint8 images N×C×H×W.
+
+    Batches go to the model's device; ``tta`` averages over :func:`shifted_views`.
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device)
+        views = list(shifted_views(batch, flip)) if tta else [batch]
+        probs = torch.zeros(())
+        for view in views:
+            inp = preprocess(view)
+            if channels_last and inp.dim() == 4:
+                inp = inp.contiguous(memory_format=torch.channels_last)
+            probs = probs + model(inp).float().softmax(dim=1)
+        outs.append((probs / len(views)).cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
 class Trainer:
     """Fit, evaluate and predict with a classifier that outputs logits.
 
@@ -97,6 +180,18 @@ class Trainer:
         labels: ``"int"`` (sparse cross-entropy) or ``"onehot"`` (categorical).
         label_smoothing: spread this much target mass over the other classes.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        precision: ``"fp32"``, ``"bf16"`` (autocast; weights stay fp32) or ``"auto"``
+            (bf16 on CUDA GPUs that have it, else fp32).
+        channels_last: feed convolutions NHWC-strided batches (``None``: yes when the
+            model has a convolution; measured faster on CPU and GPU).
+        compile: run the training steps through ``torch.compile`` (pays off on GPUs; on
+            the CPUs measured it was slower, see docs/benchmarks.md).
+        augment: a batch augmentation (e.g. :class:`~cnnlab.data.augment.Augment`),
+            applied to training batches only.
+        ema: decay of an exponential moving average of the weights (0: off; e.g.
+            0.999). Evaluation and prediction then use the averaged weights.
+        tta: average predictions over shifted copies of each image (see
+            :func:`shifted_views`) in ``evaluate`` and ``predict``.
     """
 
     def __init__(
@@ -113,14 +208,35 @@ class Trainer:
         label_smoothing: float = 0.0,
         device: str | torch.device = "auto",
         progress: bool = True,
+        precision: str = "fp32",
+        channels_last: bool | None = None,
+        compile: bool = False,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        ema: float = 0.0,
+        tta: bool = False,
     ) -> None:
         if labels not in ("int", "onehot"):
             raise CnnlabError(f"labels must be 'int' or 'onehot', not {labels!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise CnnlabError(f"label smoothing must be in [0, 1), not {label_smoothing}")
         lr_factor(schedule, 1)  # validates the name early
+        if not 0.0 <= ema < 1.0:
+            raise CnnlabError(f"EMA decay must be in [0, 1), not {ema}")
         self.device = pick_device(device)
+        self.precision = pick_precision(precision, self.device)
+        self.channels_last = has_convolutions(model) if channels_last is None else channels_last
         self.model = model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(self.model) if compile else self.model
+        )
+        self.augment = augment
+        self.ema_decay = ema
+        self.ema_model: nn.Module | None = None
+        if ema:
+            self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.tta = tta
         self.preprocess = preprocess or Preprocess()
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -144,6 +260,28 @@ class Trainer:
                 )
             return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context of this trainer's precision (a no-op for fp32)."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model evaluation and prediction use: the EMA average when kept."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up as TensorFlow's ExponentialMovingAverage: early on, average less.
+        assert self.ema_model is not None
+        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+        ema_params = [p for p in self.ema_model.parameters()]
+        params = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for eb, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
+            eb.copy_(b)
 
     def _set_lr(self, factor: float) -> None:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
@@ -177,11 +315,7 @@ class Trainer:
         if validation_data is not None:
             val = split_data(validation_data)
         elif validation_split > 0:
-            perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-            n_val = int(round(validation_split * len(images)))
-            if n_val < 1 or n_val >= len(images):
-                raise CnnlabError(f"validation split {validation_split} leaves no data on one side")
-            keep, held = perm[: len(images) - n_val].sort().values, perm[-n_val:].sort().values
+            keep, held = split_indices(len(images), validation_split, seed)
             val = (images[held], labels[held])
             images, labels = images[keep], labels[keep]
         batches = TensorBatches(
@@ -192,6 +326,8 @@ class Trainer:
             shuffle=shuffle,
             seed=seed,
             device=self.device,
+            augment=self.augment,
+            channels_last=self.channels_last,
         )
         steps_per_epoch = len(batches)
         if steps:
@@ -208,7 +344,7 @@ class Trainer:
             batches.set_epoch(self.epoch)
             logs = self._train_epoch(batches, factor, final_epoch)
             if val is not None:
-                v = self.evaluate(val, batch_size=max(batch_size, 1000))
+                v = self.evaluate(val, batch_size=max(batch_size, 1000), tta=False)
                 logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
             self.epoch += 1
             logs = {"epoch": float(self.epoch), **logs}
@@ -236,12 +372,15 @@ class Trainer:
             if self.total_steps and self.step >= self.total_steps:
                 break
             self._set_lr(factor(self.step))
-            logits = self.model(xb)
-            loss = self._loss(logits, yb)
+            with self.autocast():
+                logits = self.forward(xb)
+                loss = self._loss(logits.float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.step += 1
+            if self.ema_model is not None:
+                self._update_ema()
             n = yb.shape[0]
             seen += n
             loss_sum += loss.detach() * n
@@ -258,38 +397,48 @@ class Trainer:
         }
 
     # ---------------------------------------------------------------- inference
-    @torch.inference_mode()
-    def predict_logits(self, x: Data | torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """Logits for uint8 images (N×C×H×W, or an ImageData), on the CPU."""
-        images = x.images if hasattr(x, "images") else torch.as_tensor(x)
+    def _images(self, x: Data | torch.Tensor) -> torch.Tensor:
         if isinstance(x, tuple):
             images = torch.as_tensor(x[0])
-        if images.dim() == 3:
-            images = images.unsqueeze(1)
-        self.model.eval()
-        outs = []
-        for start in range(0, len(images), batch_size):
-            xb = self.preprocess(images[start : start + batch_size].to(self.device))
-            outs.append(self.model(xb).float().cpu())
-        return torch.cat(outs) if outs else torch.empty(0)
+        else:
+            images = x.images if hasattr(x, "images") else torch.as_tensor(x)
+        return images.unsqueeze(1) if images.dim() == 3 else images
 
-    def predict(self, x: Data | torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """Class probabilities (N × classes) for uint8 images."""
-        return self.predict_logits(x, batch_size).softmax(dim=1)
+    def predict(
+        self, x: Data | torch.Tensor, batch_size: int = 1000, tta: bool | None = None
+    ) -> torch.Tensor:
+        """Class probabilities (N × classes, on the CPU) for uint8 images N×C×H×W.
 
-    def evaluate(self, x: Data, batch_size: int = 1000) -> dict[str, float]:
+        With ``tta`` (default: the trainer's setting) each image's probabilities are the
+        mean over its :func:`shifted_views`, mirrored views included when the training
+        augmentation flips images.
+        """
+        return predict_proba(
+            self.eval_model,
+            self.preprocess,
+            self._images(x),
+            batch_size=batch_size,
+            tta=self.tta if tta is None else tta,
+            flip=bool(getattr(self.augment, "flip", 0)),
+            channels_last=self.channels_last,
+        )
+
+    def evaluate(
+        self, x: Data, batch_size: int = 1000, tta: bool | None = None
+    ) -> dict[str, float]:
         """Mean cross-entropy ``loss`` and ``accuracy`` (a fraction) on ``x``."""
         images, labels = split_data(x)
-        logits = self.predict_logits(images, batch_size)
+        probs = self.predict(images, batch_size, tta)
         return {
-            "loss": F.cross_entropy(logits, labels).item(),
-            "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+            "loss": F.nll_loss(probs.clamp_min(1e-12).log(), labels).item(),
+            "accuracy": (probs.argmax(1) == labels).float().mean().item(),
         }
 
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: optimizer, counters, RNG state, history."""
-        return {
+        """Everything needed to resume: weights, EMA, optimizer, counters, RNG, history."""
+        state: dict[str, Any] = {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "base_lrs": list(self.base_lrs),
             "epoch": self.epoch,
@@ -297,14 +446,25 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": [dict(r) for r in self.history.epochs],
         }
+        if self.ema_model is not None:
+            state["ema"] = {k: v.detach().clone() for k, v in self.ema_model.state_dict().items()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+        if self.ema_model is not None and "ema" in state:
+            self.ema_model.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.base_lrs = [float(v) for v in state["base_lrs"]]
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.history = History([dict(r) for r in state["history"]])
 
 
@@ -321,6 +481,12 @@ def fit(model: nn.Module, x: Data, **kwargs: Any) -> History:
         "label_smoothing",
         "device",
         "progress",
+        "precision",
+        "channels_last",
+        "compile",
+        "augment",
+        "ema",
+        "tta",
     }
     trainer = Trainer(model, **{k: v for k, v in kwargs.items() if k in trainer_keys})
     return trainer.fit(x, **{k: v for k, v in kwargs.items() if k not in trainer_keys})

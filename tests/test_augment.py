@@ -1,0 +1,164 @@
+"""Batch augmentation: each transform does what it says, on whole batches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab import CnnlabError
+from cnnlab.data.augment import AUGMENT_PRESETS, Augment
+from cnnlab.data.loader import Preprocess
+
+
+def square(n: int = 16, size: int = 28) -> torch.Tensor:
+    """A batch of images holding one bright 6×6 square left of the centre."""
+    x = torch.zeros(n, 1, size, size)
+    x[:, :, 11:17, 6:12] = 1.0
+    return x
+
+
+def centroid(x: torch.Tensor) -> torch.Tensor:
+    """(N, 2) centre of mass (row, column) of each image."""
+    h, w = x.shape[-2:]
+    mass = x.sum(dim=(1, 2, 3)).clamp_min(1e-8)
+    rows = (x.sum(dim=(1, 3)) * torch.arange(h)).sum(1) / mass
+    cols = (x.sum(dim=(1, 2)) * torch.arange(w)).sum(1) / mass
+    return torch.stack([rows, cols], 1)
+
+
+def test_no_augmentation_is_the_identity() -> None:
+    x = square()
+    assert not Augment().active
+    assert Augment()(x) is x
+
+
+def test_zero_ranges_leave_the_image_unchanged() -> None:
+    # An affine warp with every range 0 is the identity (up to interpolation).
+    x = square()
+    aug = Augment(rotate=1e-9)
+    assert torch.allclose(aug(x), x, atol=1e-5)
+
+
+def test_translate_moves_content_within_its_range() -> None:
+    torch.manual_seed(0)
+    x = square(256)
+    moved = centroid(Augment(translate=0.1)(x)) - centroid(x)
+    assert moved.abs().max() <= 0.1 * 28 + 0.5
+    assert moved.abs().max() > 1.0  # it does move things
+    assert moved[:, 0].std() > 0.5 and moved[:, 1].std() > 0.5  # independently per axis
+
+
+def test_rotation_turns_a_bar() -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 29, 29)
+    x[:, :, 4:25, 13:16] = 1.0  # a vertical bar through the centre
+    rotated = Augment(rotate=45)(x)
+    # The fraction of the bar still inside its original column drops as it turns.
+    kept = (rotated * x).sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))
+    assert kept.min() < 0.5 and kept.max() > 0.5
+    # Mass is (nearly) conserved: rotation about the centre keeps the bar inside.
+    assert torch.allclose(rotated.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=0.1)
+
+
+def test_scale_changes_size_within_range() -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(128, 1, 28, 28)
+    x[:, :, 9:19, 9:19] = 1.0
+    area = Augment(scale=0.2)(x).sum(dim=(1, 2, 3)) / 100
+    assert area.min() >= 0.8**2 - 0.05 and area.max() <= 1.2**2 + 0.05
+    assert area.max() - area.min() > 0.3
+
+
+def test_flip_mirrors_about_half_the_images() -> None:
+    torch.manual_seed(0)
+    x = square(400)
+    out = Augment(flip=0.5)(x)
+    flipped = torch.isclose(out, x.flip(-1)).flatten(1).all(1)
+    same = torch.isclose(out, x).flatten(1).all(1)
+    assert (flipped | same).all()
+    assert 150 < int(flipped.sum()) < 250
+
+
+def test_erase_zeroes_one_rectangle() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(200, 1, 28, 28)
+    out = Augment(erase=1.0)(x)
+    erased = (out == 0).float().sum(dim=(1, 2, 3)) / (28 * 28)
+    assert (erased >= 0.01).all() and (erased <= 0.25).all()
+    # The erased cells of each image form one rectangle.
+    for img in out[:20, 0]:
+        rows = (img == 0).any(1).nonzero().flatten()
+        cols = (img == 0).any(0).nonzero().flatten()
+        box = img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert (box == 0).all()
+
+
+def test_elastic_displacement_is_bounded_and_smooth() -> None:
+    torch.manual_seed(0)
+    aug = Augment(elastic=2.0, elastic_sigma=4.0)
+    field = aug._elastic_field(8, 28, 28, torch.device("cpu"))
+    pixels = field * torch.tensor([28 / 2, 28 / 2])
+    assert pixels.abs().max() <= 2.0 + 1e-5
+    assert pixels.abs().max() > 1.0
+    # Smooth: neighbouring displacements differ far less than the largest one.
+    step = (pixels[:, 1:] - pixels[:, :-1]).abs().max()
+    assert step < 0.5
+
+
+def test_augmentation_follows_the_global_seed() -> None:
+    x = square(8)
+    aug = Augment.parse("digits,elastic=1.5,erase=0.5")
+    torch.manual_seed(3)
+    a = aug(x)
+    torch.manual_seed(3)
+    b = aug(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, aug(x))
+
+
+def test_parse_presets_and_pairs() -> None:
+    assert Augment.parse("digits").to_dict() == AUGMENT_PRESETS["digits"]
+    a = Augment.parse("digits,elastic=2")
+    assert a.rotate == 10 and a.elastic == 2
+    assert Augment.parse("rotate=5, translate=0.05").to_dict() == {
+        "rotate": 5.0,
+        "translate": 0.05,
+    }
+    assert not Augment.parse("none").active
+    assert Augment.from_dict(a.to_dict()) == a
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("rotate=abc", "rotate: expected a number"),
+        ("twirl=3", "unknown augmentation 'twirl'"),
+        ("sparkles", "unknown augmentation preset 'sparkles'"),
+        ("scale=1.5", "scale must be below 1"),
+        ("flip=2", "probabilities"),
+        ("rotate=-3", "rotate must be a number >= 0"),
+        ("translate=0.9", "translate must be at most 0.5"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(spec: str, message: str) -> None:
+    with pytest.raises(CnnlabError, match=message):
+        Augment.parse(spec)
+
+
+def test_preprocess_augments_before_normalising() -> None:
+    img = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    pre = Preprocess(mean=0.5, std=0.5)
+    out = pre(img, Augment(translate=0.2))
+    # An all-black image stays all-black: borders filled before normalisation.
+    assert torch.allclose(out, torch.full_like(out, -1.0))
+
+
+def test_augmenting_a_large_batch_is_a_few_tensor_ops() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2048, 1, 28, 28)
+    out = Augment.parse("digits,elastic=1.5,erase=0.5")(x)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert not math.isclose(float(F.mse_loss(out, x)), 0.0)

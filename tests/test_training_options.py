@@ -1,0 +1,211 @@
+"""Training options beyond the tutorials: precision, memory format, EMA, TTA, best-epoch
+selection, early stopping, named recipes — and that resuming keeps all of them exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnlab import CnnlabError, create_model
+from cnnlab.cli import main
+from cnnlab.config import TrainConfig
+from cnnlab.data.augment import Augment
+from cnnlab.recipes import get_recipe, list_recipes
+from cnnlab.runs import load_run, resolve_config, train_run
+from cnnlab.train import Trainer
+from cnnlab.train.trainer import pick_precision, shifted_views
+from tests.conftest import make_blobs
+
+
+def blobs(n: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = make_blobs(n, seed)
+    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).long()
+
+
+def test_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert pick_precision("auto", cpu) == "fp32"
+    assert pick_precision("bf16", cpu) == "bf16"
+    with pytest.raises(CnnlabError, match="unknown precision 'fp8'"):
+        pick_precision("fp8", cpu)
+
+
+def test_bf16_training_learns_and_keeps_fp32_weights() -> None:
+    torch.manual_seed(0)
+    t = Trainer(create_model("seed000-cnn"), precision="bf16", progress=False)
+    t.fit(blobs(), epochs=2, batch_size=32)
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())
+    assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
+
+
+def test_channels_last_gives_the_same_model() -> None:
+    results = []
+    for cl in (False, True):
+        torch.manual_seed(0)
+        t = Trainer(create_model("seed000-cnn"), channels_last=cl, progress=False)
+        t.fit(blobs(), epochs=1, batch_size=50)
+        results.append(t.predict(blobs(50, 1)[0]))
+    assert torch.allclose(results[0], results[1], atol=1e-4)
+
+
+def test_channels_last_is_automatic_for_convolutions_only() -> None:
+    assert Trainer(create_model("seed000-cnn"), progress=False).channels_last
+    assert not Trainer(create_model("seed002-mlp"), progress=False).channels_last
+
+
+def test_ema_averages_the_weights() -> None:
+    torch.manual_seed(0)
+    t = Trainer(create_model("seed004-lenet"), ema=0.9, progress=False)
+    t.fit(blobs(), epochs=1, batch_size=32)
+    assert t.eval_model is t.ema_model
+    ema = dict(t.ema_model.named_parameters())
+    live = dict(t.model.named_parameters())
+    assert any(not torch.equal(ema[k], live[k]) for k in live)
+    # The average stays between the start and the end of training, closer to the end.
+    assert all(torch.isfinite(v).all() for v in ema.values())
+    with pytest.raises(CnnlabError, match="EMA decay"):
+        Trainer(create_model("seed004-lenet"), ema=1.0)
+
+
+def test_shifted_views() -> None:
+    x = torch.zeros(1, 1, 5, 5, dtype=torch.uint8)
+    x[0, 0, 2, 2] = 255
+    views = list(shifted_views(x))
+    assert len(views) == 5
+    spots = {tuple(int(i) for i in (v[0, 0] == 255).nonzero()[0]) for v in views}
+    assert spots == {(2, 2), (1, 2), (3, 2), (2, 1), (2, 3)}
+    assert len(list(shifted_views(x, flip=True))) == 6
+
+
+def test_tta_averages_view_probabilities() -> None:
+    torch.manual_seed(0)
+    t = Trainer(create_model("seed000-cnn"), progress=False)
+    t.fit(blobs(), epochs=1, batch_size=32)
+    x = blobs(8, 2)[0]
+    views = list(shifted_views(x))
+    manual = torch.stack([t.predict(v, tta=False) for v in views]).mean(0)
+    assert torch.allclose(t.predict(x, tta=True), manual, atol=1e-6)
+
+
+def test_interrupted_run_resumes_exactly_with_augmentation_ema_and_dropout(
+    tmp_path: Path, tiny_mnist
+) -> None:
+    """An interrupted one-cycle run, resumed, ends with the weights of an uninterrupted one."""
+    from cnnlab.train import LambdaCallback
+
+    cfg = TrainConfig(
+        model="seed002-cnn",
+        epochs=3,
+        batch_size=64,
+        augment=Augment.parse("digits,erase=0.3").to_dict(),
+        ema=0.9,
+        schedule="onecycle",
+        seed=5,
+    )
+    train_run(cfg, tmp_path / "straight", data_dir=tiny_mnist, progress=False)
+
+    def interrupt(trainer, epoch, logs) -> None:  # noqa: ANN001
+        if epoch == 2:
+            trainer.stop_training = True
+
+    train_run(
+        cfg, tmp_path / "split", data_dir=tiny_mnist, progress=False,
+        callbacks=[LambdaCallback(interrupt)],
+    )  # fmt: skip
+    assert load_run(tmp_path / "split").metrics["epochs"] == 2
+    resumed = train_run(
+        TrainConfig(), resume=tmp_path / "split", data_dir=tiny_mnist, progress=False
+    )
+    assert resumed.metrics["epochs"] == 3
+    a = load_file(str(tmp_path / "straight" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "split" / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_select_best_keeps_the_best_validation_epoch(tmp_path: Path, tiny_mnist) -> None:
+    # A huge constant learning rate makes later epochs worse than the first ones.
+    cfg = TrainConfig(
+        model="seed000-cnn", epochs=4, optimizer="sgd", lr=3.0, select="best",
+        validation_split=0.25, seed=0,
+    )  # fmt: skip
+    result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    best = max(history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    run = load_run(tmp_path / "r")
+    assert result.metrics["weights"] == "best"
+    # The saved weights reproduce the best epoch's validation figures.
+    from cnnlab.data import load_dataset
+
+    train = load_dataset("mnist", "train", tiny_mnist)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    held = perm[-150:].sort().values
+    probs = run.predict(train.images[held])
+    acc = (probs.argmax(1) == train.labels[held]).float().mean().item()
+    assert acc == pytest.approx(best["val_accuracy"], abs=1e-6)
+
+
+def test_early_stopping_stops(tmp_path: Path, tiny_mnist) -> None:
+    cfg = TrainConfig(
+        model="seed004-lenet", epochs=30, early_stopping=1, validation_split=0.25,
+        optimizer="sgd", lr=1e-6,
+    )  # fmt: skip
+    result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
+    assert result.metrics["epochs"] < 30
+
+
+def test_selection_never_uses_the_test_set() -> None:
+    with pytest.raises(CnnlabError, match="never the test set"):
+        TrainConfig(select="best", validation="test").resolved({})
+    with pytest.raises(CnnlabError, match="need a validation split"):
+        TrainConfig(early_stopping=2, validation_split=0.0).resolved({})
+
+
+def test_tta_metrics_keep_the_plain_figures(tmp_path: Path, tiny_mnist) -> None:
+    cfg = TrainConfig(model="seed000-cnn", epochs=1, tta=True)
+    m = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False).metrics
+    assert m["tta"] is True and 0 <= m["test_accuracy_no_tta"] <= 1
+
+
+def test_named_recipes_fill_model_and_options() -> None:
+    assert {"speedrun", "mnist-best", "fashion-best"} <= set(list_recipes())
+    spec, cfg = resolve_config(TrainConfig(recipe="speedrun"))
+    r = get_recipe("speedrun")
+    assert spec.name == r.model and cfg.epochs == r.options["epochs"]
+    assert cfg.schedule == "onecycle" and cfg.lr == r.options["lr"]
+    # The user's options win; a different model keeps the recipe's training options.
+    spec, cfg = resolve_config(TrainConfig(recipe="mnist-best", epochs=2, model="seed000-cnn"))
+    assert spec.name == "seed000-cnn" and cfg.epochs == 2 and cfg.ema == 0.999
+    assert cfg.model_args == {}
+    _, cfg = resolve_config(TrainConfig(recipe="fashion-best"))
+    assert cfg.dataset == "fashion-mnist" and cfg.model_args["width"] == 48
+    with pytest.raises(CnnlabError, match="unknown recipe 'fastest'"):
+        resolve_config(TrainConfig(recipe="fastest"))
+
+
+def test_cli_training_options_reach_the_run_config(tmp_path: Path, tiny_mnist, capsys) -> None:
+    code = main([
+        "train", "--model", "seed000-cnn", "--data-dir", str(tiny_mnist), "--epochs", "1",
+        "--augment", "digits,erase=0.2", "--ema", "0.99", "--tta", "--precision", "bf16",
+        "--label-smoothing", "0.1", "--out", str(tmp_path / "r"), "--quiet",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "with TTA" in out and "bf16" in out
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert cfg["augment"] == {**Augment.parse("digits").to_dict(), "erase": 0.2}
+    assert cfg["ema"] == 0.99 and cfg["tta"] is True and cfg["precision"] == "bf16"
+
+
+def test_cli_recipes_lists_them(capsys) -> None:
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "speedrun" in out and "mnist-best" in out and "model: vgg-bn width=32" in out
+
+
+def test_cli_bad_augment_is_one_line(capsys) -> None:
+    assert main(["train", "--augment", "twirl=1", "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown augmentation 'twirl'" in err
