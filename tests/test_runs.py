@@ -154,3 +154,17 @@ def test_synthetic_idx_data_dir(tiny_mnist: Path, tmp_path: Path) -> None:
     assert load_run(tmp_path / "lenet5").predict(
         torch.zeros(3, 28, 28, dtype=torch.uint8)
     ).shape == (3, 10)
+
+
+def test_alexnet_trains_through_the_resizing_pipeline(tiny_mnist: Path, tmp_path: Path) -> None:
+    """AlexNet wants 227×227×3: digits are resized and repeated to RGB on the fly."""
+    result = train_run(
+        TrainConfig(model="seed001-alexnet", steps=2, batch_size=4, validation_split=0.0),
+        tmp_path / "alex",
+        data_dir=tiny_mnist,
+        progress=False,
+    )
+    assert result.metrics["steps"] == 2 and result.metrics["test_samples"] == 200
+    run = load_run(tmp_path / "alex")
+    assert run.preprocess.input_size == (3, 227, 227)
+    assert run.predict(torch.zeros(2, 28, 28, dtype=torch.uint8)).shape == (2, 10)
