@@ -1,22 +1,43 @@
-"""Evaluation figures: confusion matrix, per-class scores, misclassified images."""
+"""Evaluation reports: confusion matrix, per-class scores, misclassified pages."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
+from cnnlab.data import ImageData
+from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import (
+    REPORT_FILES,
+    EvaluationResult,
+    check_report_dir,
     class_scores,
     confusion_matrix,
+    default_report_dir,
     evaluate_probabilities,
     find_misclassified,
+    write_reports,
 )
+from cnnlab.viz.evaluation_plots import page_path, paginate, plot_confusion_matrix, plot_tiles
 
 CLASSES = tuple(str(i) for i in range(10))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Open and verify a PNG; return its (width, height)."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        return im.size
 
 
 # ---------------------------------------------------------------- the numbers
@@ -77,3 +98,105 @@ def test_evaluate_probabilities_lists_every_wrong_prediction() -> None:
     assert [r["class"] for r in rows] == list(CLASSES)
     assert sum(r["support"] for r in rows) == 1000
     assert find_misclassified(torch.eye(3), torch.arange(3)) == []
+
+
+# ---------------------------------------------------------------- pages and pictures
+
+
+def test_paginate_450_items() -> None:
+    items = list(range(450))
+    pages = paginate(items, per_page=200)
+    assert [len(p) for p in pages] == [200, 200, 50]
+    assert sum(pages, []) == items
+    capped = paginate(items, per_page=200, max_pages=2)
+    assert [len(p) for p in capped] == [200, 200] and capped[1][-1] == 399
+    assert paginate(items, per_page=100, max_pages=None)[-1] == list(range(400, 450))
+    assert paginate([], per_page=200) == []
+    assert paginate(items[:200], per_page=200) == [items[:200]]
+    with pytest.raises(ValueError):
+        paginate(items, per_page=0)
+    with pytest.raises(ValueError):
+        paginate(items, max_pages=0)
+
+
+def test_page_path_names() -> None:
+    assert page_path("out", "misclassified", 1) == Path("out/misclassified.png")
+    assert page_path("out", "misclassified", 2) == Path("out/misclassified-2.png")
+    with pytest.raises(ValueError):
+        page_path("out", "misclassified", 0)
+
+
+def test_plots_are_valid_pngs(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    cm = torch.randint(0, 30, (10, 10), generator=g) + torch.eye(10, dtype=torch.int64) * 900
+    w, h = png_size(plot_confusion_matrix(cm, CLASSES, tmp_path / "cm.png", "title"))
+    assert 500 <= w <= 3000 and 400 <= h <= 3000
+    images = torch.randint(0, 256, (200, 1, 28, 28), dtype=torch.uint8, generator=g)
+    titles = ["7→1 0.93"] * 200
+    w, h = png_size(plot_tiles(images, titles, tmp_path / "tiles.png", notes=["#1"] * 200))
+    assert 1000 <= w <= 2100 and 800 <= h <= 2000  # 200 tiles of 84 px, ~20 columns
+    w, h = png_size(plot_tiles(images[:3].float() / 255, titles[:3], tmp_path / "three.png"))
+    assert 200 <= w <= 400
+
+
+def fake_result(errors: int, n: int = 60) -> EvaluationResult:
+    """An evaluation of ``n`` fake test images of which exactly ``errors`` are wrong."""
+    g = torch.Generator().manual_seed(errors)
+    labels = torch.arange(n) % 10
+    preds = labels.clone()
+    preds[:errors] = (labels[:errors] + 1) % 10
+    probs = F.one_hot(preds, 10).float() * 0.8 + 0.02
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
+    test = ImageData(images, labels, CLASSES, "fake", "test")
+    return EvaluationResult(
+        [evaluate_probabilities(probs, labels, CLASSES, "fake-run")], None, test
+    )
+
+
+def test_write_reports_pages_caps_and_removes_stale_pages(tmp_path: Path) -> None:
+    result = fake_result(errors=23)
+    reports = write_reports(result, tmp_path, per_page=10, max_pages=2)
+    assert reports.pages == 2 and reports.misclassified_shown == 20
+    assert reports.misclassified_total == 23 and reports.capped
+    assert (tmp_path / "misclassified-2.png").exists()
+    assert not (tmp_path / "misclassified-3.png").exists()
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["misclassified_count"] == 23 and len(report["misclassified"]) == 23
+    assert report["misclassified_shown"] == 20
+    assert report["misclassified_pages"] == ["misclassified.png", "misclassified-2.png"]
+
+    reports = write_reports(result, tmp_path, per_page=10, max_pages=None)
+    assert reports.pages == 3 and not reports.capped
+    png_size(tmp_path / "misclassified-3.png")
+
+    (tmp_path / "misclassified-notes.png").write_bytes(b"mine")
+    reports = write_reports(result, tmp_path)  # one page now: the older pages go
+    assert reports.pages == 1
+    assert sorted(p.name for p in tmp_path.glob("misclassified*.png")) == [
+        "misclassified-notes.png",
+        "misclassified.png",
+    ]
+
+
+def test_write_reports_without_errors(tmp_path: Path) -> None:
+    reports = write_reports(fake_result(errors=0), tmp_path)
+    assert reports.misclassified_total == 0 and reports.pages == 0
+    assert {p.name for p in reports.paths} == set(REPORT_FILES)
+    png_size(tmp_path / "misclassified.png")
+    assert json.loads((tmp_path / "evaluation.json").read_text())["misclassified"] == []
+
+
+def test_report_dir_checks(tmp_path: Path) -> None:
+    assert default_report_dir(["a"]) == Path("a")
+    assert default_report_dir(["a", "b"]) == Path("a/ensemble")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    with pytest.raises(CnnlabError, match="is not a folder"):
+        check_report_dir(afile)
+    with pytest.raises(CnnlabError, match="is a file"):
+        check_report_dir(afile / "sub" / "dir")
+    assert check_report_dir(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+    assert not (tmp_path / "new").exists()  # nothing is created by the check
+    with pytest.raises(CnnlabError):
+        write_reports(fake_result(errors=1), afile)
+    assert afile.read_text() == "keep me"
