@@ -1,8 +1,10 @@
-"""Evaluation reports: confusion matrix, per-class scores, misclassified pages."""
+"""Evaluation reports: confusion matrix, per-class scores, misclassified pages, the CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,8 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
-from cnnlab.data import ImageData
+from cnnlab.cli import main
+from cnnlab.data import ImageData, load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import (
     REPORT_FILES,
@@ -26,9 +29,16 @@ from cnnlab.evaluation import (
     find_misclassified,
     write_reports,
 )
+from cnnlab.runs import load_run
 from cnnlab.viz.evaluation_plots import page_path, paginate, plot_confusion_matrix, plot_tiles
 
 CLASSES = tuple(str(i) for i in range(10))
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -38,6 +48,10 @@ def png_size(path: Path) -> tuple[int, int]:
         im.verify()
     with Image.open(path) as im:
         return im.size
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
 
 
 # ---------------------------------------------------------------- the numbers
@@ -200,3 +214,108 @@ def test_report_dir_checks(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError):
         write_reports(fake_result(errors=1), afile)
     assert afile.read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another, different seed000-cnn run on `digits`, to ensemble with `digits_run`."""
+    from cnnlab.config import TrainConfig
+    from cnnlab.runs import train_run
+
+    out = tmp_path_factory.mktemp("runs") / "digits-seed001"
+    train_run(
+        TrainConfig(model="seed000-cnn", dataset="digits", epochs=1, batch_size=32, seed=1),
+        out,
+        progress=False,
+    )
+    return out
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest)
+    return dest
+
+
+def check_report_files(folder: Path, wrong: int) -> dict:
+    for name in REPORT_FILES:
+        assert (folder / name).is_file(), name
+    w, h = png_size(folder / "confusion.png")
+    assert 500 <= w <= 3000 and 400 <= h <= 3000
+    w, h = png_size(folder / "misclassified.png")
+    assert 100 <= w <= 2100 and 50 <= h <= 2000
+    report = json.loads((folder / "evaluation.json").read_text())
+    assert report["dataset"] == "digits" and report["test_samples"] == 359
+    assert report["misclassified_count"] == wrong == len(report["misclassified"])
+    assert np.array(report["confusion"]).sum() == 359
+    assert len(report["per_class"]) == 10
+    cm_lines = (folder / "confusion.csv").read_text().splitlines()
+    assert cm_lines[0] == "true\\predicted," + ",".join(CLASSES) and len(cm_lines) == 11
+    pc_lines = (folder / "per_class.csv").read_text().splitlines()
+    assert pc_lines[0] == "class,precision,recall,f1,support" and len(pc_lines) == 11
+    assert sum(int(line.split(",")[-1]) for line in pc_lines[1:]) == 359
+    return report
+
+
+def wrong_predictions(*runs: Path) -> int:
+    test = load_dataset("digits", "test")
+    probs = torch.stack([load_run(r).predict(test.images) for r in runs]).mean(0)
+    return int((probs.argmax(1) != test.labels).sum())
+
+
+def test_evaluate_writes_reports_into_the_run_folder(
+    capsys, digits_run: Path, tmp_path: Path
+) -> None:
+    run = copy_run(digits_run, tmp_path / "run")
+    before = digest(run)
+    code, out, err = run_cli(capsys, "evaluate", str(run), "--device", "cpu")
+    assert code == 0, err
+    report = check_report_files(run, wrong_predictions(run))
+    assert report["runs"][0]["run"] == str(run)
+    assert {k: v for k, v in digest(run).items() if k in before} == before  # run files intact
+    assert "test accuracy" in out and "precision" in out and "support" in out
+    assert len([line for line in out.splitlines() if line.startswith("  9 ")]) == 1
+    for name in REPORT_FILES:
+        assert str(run / name) in out
+
+
+def test_evaluate_ensemble_of_two_runs(capsys, digits_run: Path, second_run: Path, tmp_path):
+    first = copy_run(digits_run, tmp_path / "a")
+    code, out, err = run_cli(capsys, "evaluate", str(first), str(second_run), "--json")
+    assert code == 0, err
+    result = json.loads(out)  # one JSON object
+    folder = first / "ensemble"
+    report = check_report_files(folder, wrong_predictions(first, second_run))
+    assert report["model"] == "ensemble of 2"
+    assert [r["run"] for r in report["runs"]] == [str(first), str(second_run)]
+    assert result["ensemble"]["accuracy"] == pytest.approx(report["accuracy"])
+    assert len(result["ensemble"]["per_class"]) == 10
+    assert all(len(r["per_class"]) == 10 for r in result["runs"])
+    assert result["reports"] == [str(folder / n) for n in REPORT_FILES]
+    assert not (second_run / "confusion.png").exists()
+
+
+def test_evaluate_out_and_no_reports(capsys, digits_run: Path, tmp_path: Path) -> None:
+    before = digest(digits_run)
+    out_dir = tmp_path / "reports" / "digits"
+    code, out, err = run_cli(capsys, "evaluate", str(digits_run), "--out", str(out_dir))
+    assert code == 0, err
+    check_report_files(out_dir, wrong_predictions(digits_run))
+    code, out, err = run_cli(
+        capsys, "evaluate", str(digits_run), "--out", str(tmp_path / "none"), "--no-reports"
+    )
+    assert code == 0 and not (tmp_path / "none").exists() and "wrote" not in out
+    assert digest(digits_run) == before
+
+
+@pytest.mark.parametrize("where", ["file", "below-file"])
+def test_evaluate_bad_out_is_one_line(capsys, digits_run: Path, tmp_path: Path, where: str):
+    afile = tmp_path / "results.png"
+    afile.write_bytes(b"an earlier picture")
+    target = afile if where == "file" else afile / "sub"
+    code, out, err = run_cli(capsys, "evaluate", str(digits_run), "--out", str(target))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and str(afile) in err
+    assert afile.read_bytes() == b"an earlier picture"
