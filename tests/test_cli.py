@@ -116,7 +116,7 @@ def test_train_evaluate_predict_plot_round_trip(capsys, tmp_path: Path) -> None:
 
 
 def test_evaluate_several_runs_reports_an_ensemble(capsys, digits_run: Path) -> None:
-    code, out, _ = run_cli(capsys, "evaluate", str(digits_run), str(digits_run))
+    code, out, _ = run_cli(capsys, "evaluate", str(digits_run), str(digits_run), "--no-reports")
     assert code == 0 and "ensemble of 2" in out
 
 

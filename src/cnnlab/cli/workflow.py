@@ -221,12 +221,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test a trained run on its dataset's test split")
+    p = sub.add_parser(
+        "evaluate",
+        help="test trained runs on the test split; write confusion matrix and errors",
+        description="Test one run, or several and the average of their probabilities, on "
+        "the test split. Prints accuracy, loss and per-class precision and recall, and "
+        "writes confusion.png, confusion.csv, per_class.csv, misclassified.png (every "
+        "wrong test image; misclassified-2.png, ... when there are more than 200, at most "
+        "20 pages) and evaluation.json.",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
     p.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
     add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="DIR",
+        help="folder for the reports (default: the run folder for one run; for several, "
+        "ensemble/ inside the first run's folder)",
+    )
+    p.add_argument("--no-reports", action="store_true", help="print only; write no files")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG, …) with a run")
@@ -381,23 +397,54 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.evaluation import evaluate_runs
+    from cnnlab.evaluation import (
+        check_report_dir,
+        default_report_dir,
+        evaluate_on_test,
+        write_reports,
+    )
 
-    report = evaluate_runs(
+    if args.out and not args.no_reports:
+        check_report_dir(args.out)  # before the work, not after it
+    result = evaluate_on_test(
         args.runs, dataset=args.dataset, data_dir=args.data_dir, device=args.device
     )
+    reports = None
+    if not args.no_reports:
+        reports = write_reports(result, args.out or default_report_dir(args.runs))
     if args.json:
+        report = result.to_dict()
+        if reports is not None:
+            report["reports"] = [str(p) for p in reports.paths]
+            report["misclassified_shown"] = reports.misclassified_shown
         print(json.dumps(report))
-    else:
-        for row in report["runs"]:
+        return 0
+    for e in result.runs:
+        print(f"{e.name}: test accuracy {100 * e.accuracy:.2f}%  loss {e.loss:.4f}")
+    if result.ensemble is not None:
+        e = result.ensemble
+        print(f"{e.name}: test accuracy {100 * e.accuracy:.2f}%  loss {e.loss:.4f}")
+    final = result.final
+    width = max(5, *(len(c) for c in final.classes))
+    print(
+        f"\nper class ({final.name if result.ensemble is not None else result.dataset + ' test'}, "
+        f"{len(final.misclassified):,} of {final.num_samples:,} wrong):"
+    )
+    print(f"  {'class':<{width}}  precision  recall  support")
+    for row in final.per_class():
+        print(
+            f"  {row['class']:<{width}}  {100 * row['precision']:8.2f}%  "
+            f"{100 * row['recall']:5.2f}%  {row['support']:7,}"
+        )
+    if reports is not None:
+        print(f"\nwrote into {reports.folder}:")
+        for path in reports.paths:
+            print(f"  {path}")
+        if reports.capped:
             print(
-                f"{row['run']}: test accuracy {100 * row['accuracy']:.2f}%  loss {row['loss']:.4f}"
-            )
-        if len(report["runs"]) > 1:
-            e = report["ensemble"]
-            print(
-                f"ensemble of {len(report['runs'])}: test accuracy "
-                f"{100 * e['accuracy']:.2f}%  loss {e['loss']:.4f}"
+                f"  (the pages show {reports.misclassified_shown:,} of "
+                f"{reports.misclassified_total:,} misclassified images; "
+                "evaluation.json lists them all)"
             )
     return 0
 

@@ -1,0 +1,205 @@
+"""Pictures of a model's errors: a confusion-matrix heat map and pages of image tiles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from matplotlib.colors import LogNorm, Normalize
+
+from cnnlab.viz.plots import plt, save_figure
+
+T = TypeVar("T")
+
+
+def paginate(items: Sequence[T], per_page: int = 200, max_pages: int | None = 20) -> list[list[T]]:
+    """Split ``items`` into pages of at most ``per_page``, keeping at most ``max_pages``.
+
+    Items beyond the last page kept are dropped; compare the pages' total length with
+    ``len(items)`` to tell whether that happened. No items give no pages.
+    """
+    if per_page < 1:
+        raise ValueError(f"per_page must be at least 1, got {per_page}")
+    if max_pages is not None and max_pages < 1:
+        raise ValueError(f"max_pages must be at least 1, got {max_pages}")
+    pages = [list(items[i : i + per_page]) for i in range(0, len(items), per_page)]
+    return pages if max_pages is None else pages[:max_pages]
+
+
+def page_path(folder: str | Path, stem: str, page: int, suffix: str = ".png") -> Path:
+    """``folder/stem.png`` for page 1, ``folder/stem-2.png`` for page 2, and so on."""
+    if page < 1:
+        raise ValueError(f"pages are numbered from 1, got {page}")
+    return Path(folder) / (f"{stem}{suffix}" if page == 1 else f"{stem}-{page}{suffix}")
+
+
+def plot_confusion_matrix(
+    confusion: torch.Tensor | np.ndarray,
+    classes: Sequence[str],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """The confusion matrix as a heat map with every non-zero count written in its cell.
+
+    Rows are the true class, columns the predicted one. Errors (off the diagonal) are
+    coloured by their share of the true class on a log scale, so that a handful of
+    mistakes still shows next to a thousand correct predictions; the diagonal is
+    coloured by recall. Recall and support are written right of each row, precision
+    above each column.
+    """
+    cm = np.asarray(torch.as_tensor(confusion).cpu(), dtype=np.int64)
+    k = cm.shape[0]
+    if cm.shape != (k, k) or len(classes) != k:
+        raise ValueError(f"a {cm.shape} matrix does not fit {len(classes)} classes")
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    share = cm / np.maximum(support, 1)[:, None]
+    diag = np.eye(k, dtype=bool)
+    errors = np.where(~diag & (cm > 0), share, np.nan)
+    correct = np.where(diag, share, np.nan)
+
+    side = max(5.0, 0.62 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1.8, side))
+    off = errors[~np.isnan(errors)]
+    hi = 1.0
+    if off.size:
+        lo = min(float(off.min()), 1e-3)
+        hi = max(float(off.max()), lo * 10)
+        err_img = ax.imshow(errors, cmap="Reds", norm=LogNorm(lo / 2, hi), interpolation="nearest")
+        bar = fig.colorbar(err_img, ax=ax, fraction=0.046, pad=0.16, shrink=0.8)
+        bar.set_label("errors: share of the true class (log scale)")
+    ax.imshow(correct, cmap="Blues", norm=Normalize(0.0, 1.4), interpolation="nearest")
+
+    font = 9 if k <= 12 else max(5, int(110 / k))
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j] == 0:
+                continue
+            if i == j:
+                color, weight = "white" if share[i, j] > 0.7 else "black", "bold"
+            else:
+                color = "white" if share[i, j] > 0.3 * hi else "black"
+                weight = "normal"
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=font,
+                color=color,
+                fontweight=weight,
+            )
+    for i in range(k):
+        recall = cm[i, i] / support[i] if support[i] else 0.0
+        ax.text(k - 0.3, i, f"{recall:6.1%}  n={support[i]}", va="center", fontsize=font - 1)
+    for j in range(k):
+        precision = cm[j, j] / predicted[j] if predicted[j] else 0.0
+        ax.text(j, -0.75, f"{precision:.1%}", ha="center", va="bottom", fontsize=font - 2)
+    ax.text(k - 0.3, -0.75, "recall  support", va="bottom", fontsize=font - 1)
+    ax.text(-0.6, -0.75, "precision", ha="right", va="bottom", fontsize=font - 2)
+
+    long_names = max(len(c) for c in classes) > 3
+    ax.set_xticks(
+        range(k),
+        list(classes),
+        rotation=45 if long_names else 0,
+        ha="right" if long_names else "center",
+    )
+    ax.set_yticks(range(k), list(classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_xticks(np.arange(-0.5, k), minor=True)
+    ax.set_yticks(np.arange(-0.5, k), minor=True)
+    ax.grid(which="minor", color="0.85", linewidth=0.6)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xlim(-0.5, k - 0.5)
+    ax.set_ylim(k - 0.5, -0.5)
+    total = int(cm.sum())
+    accuracy = np.trace(cm) / total if total else 0.0
+    heading = f"{title}\n" if title else ""
+    ax.set_title(
+        f"{heading}confusion matrix: {total:,} test images, {total - np.trace(cm):,} wrong, "
+        f"accuracy {accuracy:.2%}",
+        fontsize=10,
+        pad=22,
+    )
+    return save_figure(fig, path)
+
+
+def plot_tiles(
+    images: torch.Tensor | np.ndarray,
+    titles: Sequence[str],
+    path: str | Path,
+    *,
+    notes: Sequence[str] | None = None,
+    columns: int | None = None,
+    title: str = "",
+    tile_pixels: int = 84,
+    max_width: int = 2000,
+    dpi: int = 100,
+) -> Path:
+    """Grey images in a compact grid, each under a one-line title and an optional note.
+
+    ``images`` is ``N×H×W`` or ``N×1×H×W``, uint8 or floats in [0, 1]. Each image is
+    enlarged by a whole factor to about ``tile_pixels`` on its longer side and drawn
+    pixel for pixel (nearest neighbour); ``columns`` defaults to as many as fit in
+    ``max_width`` pixels. Titles are written in 9-point type, notes in smaller grey.
+    """
+    imgs = np.asarray(torch.as_tensor(images).cpu())
+    if imgs.ndim == 4 and imgs.shape[1] == 1:
+        imgs = imgs[:, 0]
+    if imgs.ndim != 3:
+        raise ValueError(f"expected N×H×W images, got shape {imgs.shape}")
+    if imgs.dtype != np.uint8:
+        imgs = np.clip(imgs.astype(np.float64) * 255.0, 0, 255).astype(np.uint8)
+    n, h, w = imgs.shape
+    if len(titles) != n or (notes is not None and len(notes) != n):
+        raise ValueError(f"{n} images need {n} titles (and notes)")
+    scale = max(1, round(tile_pixels / max(h, w)))
+    tile_h, tile_w = h * scale, w * scale
+    title_px, note_px = 9 * dpi / 72, 7 * dpi / 72
+    longest = max((len(t) for t in titles), default=0)
+    gap = 10
+    cell_w = int(max(tile_w, 0.56 * title_px * longest)) + gap
+    band = int(title_px * 1.35 + (note_px * 1.3 if notes is not None else 0)) + 2
+    cell_h = tile_h + band + gap
+    if columns is None:
+        columns = max(1, (max_width - gap) // cell_w)
+    columns = max(1, min(columns, n)) if n else 1
+    rows = max(1, -(-n // columns))
+    header = 34 if title else 4
+    width, height = columns * cell_w + gap, header + rows * cell_h
+    canvas = np.full((height, width), 255, dtype=np.uint8)
+    corners = []
+    for i in range(n):
+        r, c = divmod(i, columns)
+        x = gap + c * cell_w + (cell_w - gap - tile_w) // 2
+        y = header + r * cell_h + band
+        canvas[y : y + tile_h, x : x + tile_w] = imgs[i].repeat(scale, 0).repeat(scale, 1)
+        corners.append((x, y))
+
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+    ax.set_axis_off()
+    for i, (x, y) in enumerate(corners):
+        cx = x + tile_w / 2
+        top = y - band
+        ax.text(cx, top + 1, titles[i], ha="center", va="top", fontsize=9)
+        if notes is not None:
+            ax.text(
+                cx,
+                top + 1 + title_px * 1.3,
+                notes[i],
+                ha="center",
+                va="top",
+                fontsize=7,
+                color="0.4",
+            )
+    if title:
+        ax.text(gap, header / 2, title, ha="left", va="center", fontsize=11)
+    return save_figure(fig, path, dpi=dpi)
