@@ -209,3 +209,15 @@ def test_cli_bad_augment_is_one_line(capsys) -> None:
     assert main(["train", "--augment", "twirl=1", "--dataset", "digits"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown augmentation 'twirl'" in err
+
+
+def test_evaluate_follows_the_runs_tta_setting(tmp_path: Path, tiny_mnist) -> None:
+    from cnnlab.evaluation import evaluate_on_test
+
+    cfg = TrainConfig(model="seed000-cnn", epochs=1, tta=True)
+    m = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False).metrics
+    default = evaluate_on_test([tmp_path / "r"], data_dir=tiny_mnist)
+    plain = evaluate_on_test([tmp_path / "r"], data_dir=tiny_mnist, tta=False)
+    assert default.tta == [True] and plain.tta == [False]
+    assert default.runs[0].accuracy == pytest.approx(m["test_accuracy"], abs=1e-6)
+    assert plain.runs[0].accuracy == pytest.approx(m["test_accuracy_no_tta"], abs=1e-6)

@@ -18,7 +18,7 @@ import csv
 import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,6 +208,8 @@ class EvaluationResult:
     ensemble: Evaluation | None
     test: ImageData
     """The test split, so that misclassified images can be looked up by index."""
+    tta: list[bool] = field(default_factory=list)
+    """Per run: whether its predictions were averaged over shifted views."""
 
     @property
     def final(self) -> Evaluation:
@@ -224,7 +226,10 @@ class EvaluationResult:
         report: dict[str, Any] = {
             "dataset": self.dataset,
             "test_samples": len(self.test),
-            "runs": [{**e.to_dict(), "run": e.name} for e in self.runs],
+            "runs": [
+                {**e.to_dict(), "run": e.name, "tta": t}
+                for e, t in zip(self.runs, self.tta or [False] * len(self.runs), strict=True)
+            ],
         }
         if self.ensemble is not None:
             report["ensemble"] = self.ensemble.to_dict()
@@ -237,10 +242,14 @@ def evaluate_on_test(
     dataset: str | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
+    tta: bool | None = None,
 ) -> EvaluationResult:
     """Evaluate run folders on a test split; several runs also as the mean of their probabilities.
 
     ``dataset`` defaults to the dataset the runs were trained on (they must agree).
+    ``tta`` averages each run's prediction over shifted views of every image; ``None``
+    does what each run was configured to do (``--tta`` at training), so the figures
+    match its ``metrics.json``.
     """
     from cnnlab.data import load_dataset
     from cnnlab.runs import load_run
@@ -256,18 +265,20 @@ def evaluate_on_test(
             f"runs were trained on different datasets ({', '.join(sorted(names))}); give --dataset"
         )
     test = load_dataset(names.pop(), "test", data_dir)
-    evaluations, all_probs = [], []
+    evaluations, all_probs, tta_used = [], [], []
     for run in loaded:
         if len(run.classes) != len(test.classes):
             raise CnnlabError(
                 f"{run.path} predicts {len(run.classes)} classes but "
                 f"{test.name} has {len(test.classes)}"
             )
+        use_tta = bool(run.config.tta) if tta is None else tta
         probs = torch.cat(
-            [run.predict(test.images[i : i + 1000]) for i in range(0, len(test), 1000)]
+            [run.predict(test.images[i : i + 1000], tta=use_tta) for i in range(0, len(test), 1000)]
         )
         all_probs.append(probs)
         evaluations.append(evaluate_probabilities(probs, test.labels, test.classes, str(run.path)))
+        tta_used.append(use_tta)
     ensemble = None
     if len(loaded) > 1:
         ensemble = evaluate_probabilities(
@@ -276,7 +287,7 @@ def evaluate_on_test(
             test.classes,
             f"ensemble of {len(loaded)}",
         )
-    return EvaluationResult(evaluations, ensemble, test)
+    return EvaluationResult(evaluations, ensemble, test, tta_used)
 
 
 def evaluate_runs(
@@ -284,12 +295,13 @@ def evaluate_runs(
     dataset: str | None = None,
     data_dir: str | Path | None = None,
     device: str = "auto",
+    tta: bool | None = None,
 ) -> dict[str, Any]:
     """Test accuracy, loss and per-class figures of each run and of their ensemble, as JSON.
 
     The dictionary form of :func:`evaluate_on_test`.
     """
-    return evaluate_on_test(runs, dataset, data_dir, device).to_dict()
+    return evaluate_on_test(runs, dataset, data_dir, device, tta).to_dict()
 
 
 REPORT_FILES = (

@@ -241,6 +241,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="folder for the reports (default: the run folder for one run; for several, "
         "ensemble/ inside the first run's folder)",
     )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each prediction over one-pixel shifts of the image (default: as each "
+        "run was trained, so the figures match its metrics.json)",
+    )
     p.add_argument("--no-reports", action="store_true", help="print only; write no files")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_evaluate)
@@ -407,7 +414,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out and not args.no_reports:
         check_report_dir(args.out)  # before the work, not after it
     result = evaluate_on_test(
-        args.runs, dataset=args.dataset, data_dir=args.data_dir, device=args.device
+        args.runs, dataset=args.dataset, data_dir=args.data_dir, device=args.device, tta=args.tta
     )
     reports = None
     if not args.no_reports:
@@ -419,8 +426,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             report["misclassified_shown"] = reports.misclassified_shown
         print(json.dumps(report))
         return 0
-    for e in result.runs:
-        print(f"{e.name}: test accuracy {100 * e.accuracy:.2f}%  loss {e.loss:.4f}")
+    for e, tta in zip(result.runs, result.tta, strict=True):
+        note = " (TTA)" if tta else ""
+        print(f"{e.name}: test accuracy {100 * e.accuracy:.2f}%{note}  loss {e.loss:.4f}")
     if result.ensemble is not None:
         e = result.ensemble
         print(f"{e.name}: test accuracy {100 * e.accuracy:.2f}%  loss {e.loss:.4f}")
