@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from cnnlab.models.registry import register_model
@@ -77,3 +78,59 @@ def speedrun_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
         nn.ReLU(),
         nn.Linear(256, num_classes),
     )
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 conv + batch norm layers with an identity (or 1×1 projection) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+@register_model(
+    "resnet-mini",
+    source="cnnlab",
+    recipe={
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "batch_size": 128,
+        "epochs": 10,
+        "validation_split": 0.1,
+        "schedule": "onecycle",
+        "weight_decay": 5e-4,
+    },
+)
+def resnet_mini(
+    num_classes: int = 10, width: int = 32, blocks: int = 1, in_channels: int = 1
+) -> nn.Module:
+    """A small ResNet for 28×28 images: three stages (``width``, 2×, 4× channels at 28, 14
+    and 7 pixels) of ``blocks`` residual blocks each, global average pooling.
+    """
+    w = width
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
+        nn.BatchNorm2d(w),
+        nn.ReLU(),
+    ]
+    for stage, cout in enumerate((w, 2 * w, 4 * w)):
+        cin = w if stage == 0 else cout // 2
+        for b in range(blocks):
+            stride = 2 if stage > 0 and b == 0 else 1
+            layers.append(BasicBlock(cin if b == 0 else cout, cout, stride))
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes)]
+    return nn.Sequential(*layers)
