@@ -91,19 +91,25 @@ def parse_args(doc: str, epochs: int, steps: int | None = None) -> argparse.Name
     parser.add_argument("--data-dir", help="folder holding mnist/*.gz (default $CNNLAB_DATA)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity (default 0)")
+    parser.add_argument(
+        "--threads", type=int, help="TensorFlow intra-op threads (default: TensorFlow's choice)"
+    )
     args = parser.parse_args()
-    for name in ("epochs", "steps", "limit"):
+    for name in ("epochs", "steps", "limit", "threads"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name} must be at least 1, got {value}")
     return args
 
 
-def setup(seed: int):
-    """Import Keras, seed every generator; returns the ``keras`` module."""
+def setup(seed: int, threads: int | None = None):
+    """Import Keras, set TensorFlow's threads, seed every generator; returns ``keras``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines off
     import keras
+    import tensorflow as tf
 
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
     keras.utils.set_random_seed(seed)
     return keras
 

@@ -25,7 +25,7 @@ def main() -> None:
     train_x, train_y, test_x, test_y = common.load_mnist(args.data_dir)
     if args.limit:
         train_x, train_y = train_x[: args.limit], train_y[: args.limit]
-    common.setup(args.seed)
+    common.setup(args.seed, args.threads)
     import tensorflow as tf
 
     # 3 preprocessing: N×28×28×1, scaled to 0–1, as float32 tensors

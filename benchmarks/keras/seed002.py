@@ -29,7 +29,7 @@ def main() -> None:
     train_image, train_label, test_image, test_label = common.load_mnist(args.data_dir)
     if args.limit:
         train_image, train_label = train_image[: args.limit], train_label[: args.limit]
-    keras = common.setup(args.seed)
+    keras = common.setup(args.seed, args.threads)
     from keras.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
     from keras.models import Sequential
 

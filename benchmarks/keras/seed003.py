@@ -5,7 +5,8 @@ The tutorial's TensorFlow 1 graph (``tf.placeholder``, ``tf.Session``,
 computation written with Keras, and exactly this:
 
 - Data: the training file's first 5,000 images are held out for validation and the
-  other 55,000 are trained on, as ``input_data.read_data_sets`` splits them; images
+  other 55,000 are trained on, as ``input_data.read_data_sets`` splits them (a smaller
+  training file keeps the same 1/12 for validation); images
   scaled to 0–1 (float32, N×28×28×1), labels one-hot. ``--limit N`` keeps the first N of
   those 55,000.
 - Model: conv 32@5×5 SAME + ReLU → max pool 2×2 → conv 64@5×5 SAME + ReLU → max pool
@@ -46,15 +47,16 @@ VALIDATION = 5000
 def main() -> None:
     args = common.parse_args(__doc__, epochs=0, steps=20_000)
     images, labels, test_images, test_labels = common.load_mnist(args.data_dir)
-    keras = common.setup(args.seed)
+    keras = common.setup(args.seed, args.threads)
     import tensorflow as tf
 
     def prepare(x, y):
         x = (x.reshape(len(x), 28, 28, 1) / 255.0).astype("float32")
         return x, keras.utils.to_categorical(y, 10).astype("float32")
 
-    x_val, y_val = prepare(images[:VALIDATION], labels[:VALIDATION])
-    x_train, y_train = prepare(images[VALIDATION:], labels[VALIDATION:])
+    held = round(len(images) * VALIDATION / 60000)  # 5,000 of MNIST's 60,000
+    x_val, y_val = prepare(images[:held], labels[:held])
+    x_train, y_train = prepare(images[held:], labels[held:])
     if args.limit:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     x_test, y_test = prepare(test_images, test_labels)

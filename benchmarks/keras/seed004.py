@@ -37,7 +37,7 @@ def main() -> None:
     train_x, train_y, test_x, test_y = common.load_mnist(args.data_dir)
     if args.limit:
         train_x, train_y = train_x[: args.limit], train_y[: args.limit]
-    keras = common.setup(args.seed)
+    keras = common.setup(args.seed, args.threads)
     layers = keras.layers
 
     def prepare(x):
