@@ -169,7 +169,18 @@ def _onnx_metadata(run: Any) -> dict[str, str]:
     }
 
 
-def _export_onnx(module: ExportedModel, tmp: Path, opset: int, metadata: dict[str, str]) -> None:
+def write_onnx(
+    module: nn.Module,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Export ``module`` (uint8 images N×1×28×28 in, one output) to an ONNX file at ``path``.
+
+    The batch axis is dynamic; ``metadata`` goes into the file's metadata_props. The
+    file is written as is (not atomically) and checked with ``onnx.checker``.
+    """
+    require("onnx", "onnxscript")
     import onnx
 
     example = check_inputs((2,))[0]
@@ -192,20 +203,28 @@ def _export_onnx(module: ExportedModel, tmp: Path, opset: int, metadata: dict[st
     if program is None:  # pragma: no cover - only the legacy exporter returns None
         raise CnnlabError("torch.onnx.export returned no program")
     proto = program.model_proto
-    for key, value in metadata.items():
+    for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = "cnnlab model with its preprocessing: uint8 images N×1×28×28 in, logits out"
-    onnx.save_model(proto, str(tmp))
-    onnx.checker.check_model(str(tmp))
+    onnx.save_model(proto, str(path))
+    onnx.checker.check_model(str(path))
 
 
-def _onnx_runner(path: Path) -> Any:
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for ``path`` (``threads``: intra-op threads, else ORT's)."""
+    require("onnxruntime")
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_runner(path: Path) -> Any:
+    session = onnx_session(path)
 
     def run(x: torch.Tensor) -> Any:
         return session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
@@ -258,7 +277,7 @@ def export_run(
     def write(tmp: Path) -> None:
         nonlocal diff, same
         if format == "onnx":
-            _export_onnx(module, tmp, opset, _onnx_metadata(run))
+            write_onnx(module, tmp, opset, _onnx_metadata(run))
             runner = _onnx_runner(tmp) if check else None
         else:
             runner = _export_torchscript(module, tmp)
