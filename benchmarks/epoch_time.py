@@ -186,7 +186,7 @@ def table(results: dict[str, Any], full: bool, keras: bool) -> str:
     """The markdown table of the summary."""
     head = ["model", "batch", "cnnlab 1st epoch s", "cnnlab later epochs s"]
     if keras:
-        head += ["Keras 1st epoch s", "Keras later epochs s", "cnnlab/Keras (later)"]
+        head += ["Keras 1st epoch s", "Keras later epochs s", "cnnlab/Keras (later epochs)"]
     if full:
         head += ["cnnlab test acc"] + (["Keras test acc"] if keras else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -196,7 +196,10 @@ def table(results: dict[str, Any], full: bool, keras: bool) -> str:
         row += [machine.fmt(c["first_epoch_median_s"]), machine.fmt(c["later_epochs_median_s"])]
         if keras:
             row += [machine.fmt(k["first_epoch_median_s"]), machine.fmt(k["later_epochs_median_s"])]
-            row += [machine.fmt(entry.get("ratio_later"), 3)]
+            ratio = machine.fmt(entry.get("ratio_cnnlab_keras"), 3)
+            if entry.get("ratio_of") == "all_epochs_median_s" and ratio != "—":
+                ratio += " (all epochs)"
+            row.append(ratio)
         if full:
             for side in [c] + ([k] if keras else []):
                 acc = side["test_accuracy"]
@@ -295,16 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             if keras:
                 entry["keras"] = summarise(runs["keras"])
                 entry["keras"]["per_run"] = runs["keras"]
-                ck, kk = (
-                    entry["cnnlab"]["later_epochs_median_s"],
-                    entry["keras"]["later_epochs_median_s"],
-                )
-                if ck is None or kk is None:  # one epoch per run: compare all epochs
-                    ck, kk = (
-                        entry["cnnlab"]["all_epochs_median_s"],
-                        entry["keras"]["all_epochs_median_s"],
-                    )
-                entry["ratio_later"] = ck / kk if ck and kk else None
+                basis = "later_epochs_median_s"
+                if entry["cnnlab"][basis] is None or entry["keras"][basis] is None:
+                    basis = "all_epochs_median_s"  # one epoch per run: compare all epochs
+                ck, kk = entry["cnnlab"][basis], entry["keras"][basis]
+                entry["ratio_cnnlab_keras"] = ck / kk if ck and kk else None
+                entry["ratio_of"] = basis
             results["models"][model] = entry
             results["load_average_end"] = machine.load_average()
             if args.out:  # after every model, so an interrupted benchmark keeps what it had
