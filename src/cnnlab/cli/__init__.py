@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from cnnlab.errors import CnnlabError
 
 # Modules under cnnlab.cli that add sub-commands, in the order they appear in --help.
-COMMAND_MODULES = ("workflow", "comparison", "workbench", "serving")
+COMMAND_MODULES = ("workflow", "comparison", "workbench", "serving", "export")
 
 
 class _Parser(argparse.ArgumentParser):
