@@ -177,3 +177,13 @@ def test_console_entry_point_runs() -> None:
         check=True,
     ).stdout
     assert "seed004-lenet-max" in out
+
+
+def test_usage_errors_name_the_command_once(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--bogus"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("cnnlab: error:")
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "x"])
+    assert capsys.readouterr().err.startswith("cnnlab train: error: argument --epochs")

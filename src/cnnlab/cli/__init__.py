@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad options as a one-line error with exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"cnnlab {self.prog.split(' ', 1)[-1]}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
