@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP     = $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test venv dev lint clean browsers
+.PHONY: demo test venv dev lint clean browsers keras-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,9 @@ lint: dev
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# TensorFlow for the Keras side of benchmarks/epoch_time.py only; never a dependency.
+keras-venv: .tfvenv/bin/python
+.tfvenv/bin/python:
+	$(PYTHON) -m venv .tfvenv
+	.tfvenv/bin/python -m pip install --quiet --disable-pip-version-check tensorflow-cpu

@@ -47,7 +47,7 @@ MODELS: dict[str, tuple[str, int, str]] = {
     "seed003-deep-mnist": ("seed003.py", 50, "20,000 steps"),
     "seed004-lenet-max": ("seed004.py", 64, "5 epochs"),
 }
-DEFAULT_KERAS_PYTHON = "/work/tfvenv/bin/python"
+DEFAULT_KERAS_PYTHON = str(HERE.parent / ".tfvenv" / "bin" / "python")  # make keras-venv
 
 
 def tail(text: str, lines: int = 5) -> str:

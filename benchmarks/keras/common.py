@@ -1,6 +1,6 @@
 """What the four tutorial scripts share: options, MNIST from IDX files, epoch timing, report.
 
-Runs under TensorFlow's own interpreter (e.g. ``/work/tfvenv/bin/python``), never under
+Runs under TensorFlow's own interpreter (e.g. ``.tfvenv/bin/python``), never under
 cnnlab's: it imports nothing from cnnlab. The scripts read the same gzip IDX files as
 ``cnnlab train`` (``--data-dir``, else each folder of ``$CNNLAB_DATA``, as ``DIR/mnist/``
 or ``DIR/``, ``.gz`` or not) and never download anything.

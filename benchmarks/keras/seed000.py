@@ -6,8 +6,8 @@ download), and a callback times each epoch. Model, compile and
 ``fit(batch_size=64, epochs=5, validation_split=0.2)`` are the tutorial's; Keras'
 progress bar is off unless ``--verbose 1``. Prints one JSON line at the end.
 
-    /work/tfvenv/bin/python benchmarks/keras/seed000.py            # the tutorial: 5 epochs
-    /work/tfvenv/bin/python benchmarks/keras/seed000.py --epochs 1 --limit 2000   # smoke test
+    .tfvenv/bin/python benchmarks/keras/seed000.py            # the tutorial: 5 epochs
+    .tfvenv/bin/python benchmarks/keras/seed000.py --epochs 1 --limit 2000   # smoke test
 """
 
 from __future__ import annotations

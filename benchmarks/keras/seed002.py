@@ -10,8 +10,8 @@ download), and a callback times each epoch. ``np_utils.to_categorical`` is
 ``verbose=2``, here the default is 0 (``--verbose 2`` for its per-epoch lines). Prints one
 JSON line at the end.
 
-    /work/tfvenv/bin/python benchmarks/keras/seed002.py            # the tutorial: 10 epochs
-    /work/tfvenv/bin/python benchmarks/keras/seed002.py --epochs 1 --limit 2000   # smoke test
+    .tfvenv/bin/python benchmarks/keras/seed002.py            # the tutorial: 10 epochs
+    .tfvenv/bin/python benchmarks/keras/seed002.py --epochs 1 --limit 2000   # smoke test
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ computation written with Keras, and exactly this:
 - At the end, test loss and accuracy on the 10,000 test images. One JSON line is
   printed.
 
-    /work/tfvenv/bin/python benchmarks/keras/seed003.py                 # 20,000 steps
-    /work/tfvenv/bin/python benchmarks/keras/seed003.py --steps 40 --limit 2000  # smoke test
+    .tfvenv/bin/python benchmarks/keras/seed003.py                 # 20,000 steps
+    .tfvenv/bin/python benchmarks/keras/seed003.py --steps 40 --limit 2000  # smoke test
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ high-level API (``paddle.Model(net).prepare(Adam, CrossEntropyLoss, Accuracy)``,
   ``--validation-test`` is given), so ``epoch_seconds`` is training only either way.
 - MNIST comes from the gzip IDX files cnnlab reads; one JSON line is printed at the end.
 
-    /work/tfvenv/bin/python benchmarks/keras/seed004.py             # 5 epochs
-    /work/tfvenv/bin/python benchmarks/keras/seed004.py --epochs 1 --limit 2000   # smoke test
+    .tfvenv/bin/python benchmarks/keras/seed004.py             # 5 epochs
+    .tfvenv/bin/python benchmarks/keras/seed004.py --epochs 1 --limit 2000   # smoke test
 """
 
 from __future__ import annotations
