@@ -221,3 +221,18 @@ def test_evaluate_follows_the_runs_tta_setting(tmp_path: Path, tiny_mnist) -> No
     assert default.tta == [True] and plain.tta == [False]
     assert default.runs[0].accuracy == pytest.approx(m["test_accuracy"], abs=1e-6)
     assert plain.runs[0].accuracy == pytest.approx(m["test_accuracy_no_tta"], abs=1e-6)
+
+
+def test_cli_threads_option(tmp_path: Path, tiny_mnist, capsys) -> None:
+    before = torch.get_num_threads()
+    try:
+        code = main([
+            "train", "--model", "seed004-lenet", "--data-dir", str(tiny_mnist), "--epochs", "1",
+            "--threads", "1", "--out", str(tmp_path / "r"), "--quiet",
+        ])  # fmt: skip
+        assert code == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["train", "--threads", "0"])
+    assert "--threads: must be at least 1" in capsys.readouterr().err

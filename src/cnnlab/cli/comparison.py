@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from cnnlab.cli.workflow import _fraction, _positive_int, add_data_dir
+from cnnlab.cli.workflow import _fraction, _positive_int, add_data_dir, add_threads, set_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--validation-split", type=_fraction, help="held-out fraction (default: recipe)")
     p.add_argument("--seed", type=int, default=0, help="random seed for every entry (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    add_threads(p)
     p.add_argument("--out", metavar="DIR", help="folder for the runs (default runs/compare-<time>)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -39,6 +40,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from cnnlab.compare import compare, format_table
     from cnnlab.config import TrainConfig
 
+    set_threads(args)
     out = Path(args.out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
     base = TrainConfig(
         dataset=args.dataset,

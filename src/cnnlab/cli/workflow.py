@@ -64,6 +64,24 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """The ``--threads`` option of commands that compute on the CPU."""
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="CPU threads for torch (default: one per core); 1 is faster when other "
+        "programs keep the cores busy",
+    )
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` when given."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the workflow commands."""
     p = sub.add_parser("models", help="list the registered models")
@@ -215,6 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    add_threads(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue training this run folder")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -234,6 +253,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
     add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    add_threads(p)
     p.add_argument(
         "-o",
         "--out",
@@ -343,6 +363,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.config import TrainConfig
     from cnnlab.runs import train_run
 
+    set_threads(args)
     if args.resume:
         result = train_run(
             TrainConfig(),
@@ -411,6 +432,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_reports,
     )
 
+    set_threads(args)
     if args.out and not args.no_reports:
         check_report_dir(args.out)  # before the work, not after it
     result = evaluate_on_test(
@@ -438,11 +460,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"\nper class ({final.name if result.ensemble is not None else result.dataset + ' test'}, "
         f"{len(final.misclassified):,} of {final.num_samples:,} wrong):"
     )
-    print(f"  {'class':<{width}}  precision  recall  support")
+    print(f"  {'class':<{width}}  precision   recall  support")
     for row in final.per_class():
         print(
             f"  {row['class']:<{width}}  {100 * row['precision']:8.2f}%  "
-            f"{100 * row['recall']:5.2f}%  {row['support']:7,}"
+            f"{100 * row['recall']:6.2f}%  {row['support']:7,}"
         )
     if reports is not None:
         print(f"\nwrote into {reports.folder}:")
