@@ -358,6 +358,19 @@ class Trainer:
             cb.on_train_end(self)
         return self.history
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a prepared batch; returns the (detached) loss and logits."""
+        with self.autocast():
+            logits = self.forward(x)
+            loss = self._loss(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        if self.ema_model is not None:
+            self._update_ema()
+        return loss.detach(), logits.detach()
+
     def _train_epoch(
         self, batches: TensorBatches, factor: Any, final_epoch: int
     ) -> dict[str, float]:
@@ -372,19 +385,11 @@ class Trainer:
             if self.total_steps and self.step >= self.total_steps:
                 break
             self._set_lr(factor(self.step))
-            with self.autocast():
-                logits = self.forward(xb)
-                loss = self._loss(logits.float(), yb)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
-            if self.ema_model is not None:
-                self._update_ema()
+            loss, logits = self.train_step(xb, yb)
             n = yb.shape[0]
             seen += n
-            loss_sum += loss.detach() * n
-            correct += (logits.detach().argmax(1) == yb).sum()
+            loss_sum += loss * n
+            correct += (logits.argmax(1) == yb).sum()
             if bar.live:
                 bar.update(
                     i, {"loss": (loss_sum / seen).item(), "accuracy": (correct / seen).item()}
