@@ -70,6 +70,21 @@ register_recipe(
     )
 )
 
+#: What the accuracy recipes share: one-cycle AdamW, label smoothing, weight averaging,
+#: test-time augmentation and a validation split of 5,000 training images.
+_ACCURATE: dict[str, Any] = {
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "lr": 3e-3,
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "label_smoothing": 0.1,
+    "validation_split": 5000 / 60000,
+    "ema": 0.999,
+    "tta": True,
+    "precision": "bf16",
+}
+
 register_recipe(
     Recipe(
         name="mnist-best",
@@ -78,18 +93,9 @@ register_recipe(
         "norm, affine augmentation, label smoothing, weight averaging and shifted-view TTA.",
         model_args={"width": 32},
         options={
+            **_ACCURATE,
             "epochs": 30,
-            "batch_size": 128,
-            "optimizer": "adamw",
-            "lr": 3e-3,
-            "weight_decay": 5e-4,
-            "schedule": "onecycle",
-            "label_smoothing": 0.1,
-            "validation_split": 5000 / 60000,
             "augment": {"rotate": 10.0, "scale": 0.1, "shear": 5.0, "translate": 0.1},
-            "ema": 0.999,
-            "tta": True,
-            "precision": "bf16",
         },
     )
 )
@@ -102,19 +108,10 @@ register_recipe(
         "erasing, label smoothing and weight averaging.",
         model_args={"width": 48},
         options={
+            **_ACCURATE,
             "dataset": "fashion-mnist",
             "epochs": 40,
-            "batch_size": 128,
-            "optimizer": "adamw",
-            "lr": 3e-3,
-            "weight_decay": 5e-4,
-            "schedule": "onecycle",
-            "label_smoothing": 0.1,
-            "validation_split": 5000 / 60000,
             "augment": {"translate": 0.1, "flip": 0.5, "erase": 0.5},
-            "ema": 0.999,
-            "tta": True,
-            "precision": "bf16",
         },
     )
 )

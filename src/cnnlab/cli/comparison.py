@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from cnnlab.cli.workflow import _fraction, _positive_int, add_data_dir, add_threads, set_threads
+from cnnlab.cli.options import add_data_dir, add_threads, fraction, positive_int, set_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("entries", nargs="+", metavar="MODEL_OR_RECIPE")
     p.add_argument("--dataset", help="dataset for every entry (default: each entry's recipe)")
     add_data_dir(p)
-    p.add_argument("--epochs", type=_positive_int, help="epochs (default: each entry's recipe)")
-    p.add_argument("--batch-size", type=_positive_int, help="batch size (default: recipe)")
-    p.add_argument("--validation-split", type=_fraction, help="held-out fraction (default: recipe)")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: each entry's recipe)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default: recipe)")
+    p.add_argument("--validation-split", type=fraction, help="held-out fraction (default: recipe)")
     p.add_argument("--seed", type=int, default=0, help="random seed for every entry (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     add_threads(p)

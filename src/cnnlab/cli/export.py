@@ -5,17 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _opset(text: str) -> int:
-    from cnnlab.export import MIN_OPSET
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < MIN_OPSET:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_OPSET}, got {value}")
-    return value
+from cnnlab.cli.options import whole_number
+from cnnlab.export import MIN_OPSET
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="onnx",
         help="onnx (default) or torchscript",
     )
-    p.add_argument("--opset", type=_opset, default=18, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--opset", type=whole_number(MIN_OPSET), default=18, help="ONNX opset (default 18)"
+    )
     p.add_argument(
         "--no-check",
         action="store_true",

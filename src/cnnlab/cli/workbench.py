@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cnnlab.cli.options import model_args
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -170,27 +171,11 @@ def _layers(args: argparse.Namespace) -> int:
     if args.input_size:
         c, h, w = _ints(args.input_size, "--input-size", (3,))
         size = (c, h, w)
-    kwargs = dict(_model_arg(a) for a in args.arg)
+    kwargs = model_args(args.arg)
     table = layer_table(args.model, size, **kwargs)
     print(f"{table.model}: input {format_shape(table.input_shape)}")
     print(table.format())
     return 0
-
-
-def _model_arg(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise CnnlabError(f"--arg {text!r} must look like KEY=VALUE")
-    parsed: object = value
-    for convert in (int, float):
-        try:
-            parsed = convert(value)
-            break
-        except ValueError:
-            continue
-    if value.lower() in ("true", "false"):
-        parsed = value.lower() == "true"
-    return key.strip(), parsed
 
 
 def _visualize(args: argparse.Namespace) -> int:

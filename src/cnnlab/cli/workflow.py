@@ -7,79 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnnlab.cli.options import (
+    add_data_dir,
+    add_model_args,
+    add_threads,
+    fraction,
+    model_args,
+    positive_float,
+    positive_int,
+    set_threads,
+)
 from cnnlab.errors import CnnlabError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _model_args(pairs: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` pairs; values are read as JSON when they can be."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CnnlabError(f"--arg expects key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def add_data_dir(p: argparse.ArgumentParser) -> None:
-    """The ``--data-dir`` option every data-reading command shares."""
-    p.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="folder holding the dataset files (default: $CNNLAB_DATA, then the "
-        "user cache, then download)",
-    )
-
-
-def add_threads(p: argparse.ArgumentParser) -> None:
-    """The ``--threads`` option of commands that compute on the CPU."""
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        help="CPU threads for torch (default: one per core); 1 is faster when other "
-        "programs keep the cores busy",
-    )
-
-
-def set_threads(args: argparse.Namespace) -> None:
-    """Apply ``--threads`` when given."""
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -99,14 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds, sizes")
     p.add_argument("model", help="a registered model id or a run folder")
-    p.add_argument(
-        "--arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model argument, e.g. --arg width=48",
-    )
-    p.add_argument("--depth", type=_positive_int, default=3, help="nesting depth (default 3)")
+    add_model_args(p)
+    p.add_argument("--depth", type=positive_int, default=3, help="nesting depth (default 3)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser(
@@ -122,13 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="NAME",
         help="a named recipe: model and options (see 'cnnlab recipes'); options given here win",
     )
-    p.add_argument(
-        "--arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model argument, e.g. --arg width=48 (repeatable)",
-    )
+    add_model_args(p)
     p.add_argument(
         "--dataset", help="mnist, fashion-mnist, kmnist or digits (default: recipe, else mnist)"
     )
@@ -140,15 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         help="epochs (default: recipe, else 5); with --resume, how many more",
     )
     p.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         help="total optimizer steps instead of epochs (seed003 trains 20,000)",
     )
-    p.add_argument("--batch-size", type=_positive_int, help="batch size (default: recipe, else 64)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default: recipe, else 64)")
     p.add_argument(
         "--optimizer",
         choices=("sgd", "nesterov", "adagrad", "adadelta", "adam", "adamw"),
@@ -156,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--lr",
-        type=_positive_float,
+        type=positive_float,
         help="learning rate (default: recipe, else the optimizer's usual one)",
     )
     p.add_argument("--weight-decay", type=float, help="weight decay (default 0)")
@@ -172,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="sparse integer or one-hot labels (default: recipe, else int)",
     )
     p.add_argument(
-        "--label-smoothing", type=_fraction, help="label smoothing (default: recipe, else 0)"
+        "--label-smoothing", type=fraction, help="label smoothing (default: recipe, else 0)"
     )
     p.add_argument(
         "--augment",
@@ -184,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--ema",
-        type=_fraction,
+        type=fraction,
         metavar="DECAY",
         help="keep an exponential moving average of the weights with this decay, e.g. 0.999, "
         "and use it for validation, test and the saved weights (default: recipe, else off)",
@@ -222,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--validation-split",
-        type=_fraction,
+        type=fraction,
         help="fraction of the training set held out (default: recipe, else 0.2)",
     )
     p.add_argument(
@@ -275,7 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG, …) with a run")
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--top", type=_positive_int, default=3, help="classes to show (default 3)")
+    p.add_argument("--top", type=positive_int, default=3, help="classes to show (default 3)")
     p.add_argument(
         "--json",
         action="store_true",
@@ -289,7 +215,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_data_dir(p)
     p.add_argument(
         "--samples",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="random test images in the grid (default 16)",
     )
@@ -355,7 +281,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         run = load_run(target)
         print(summary(run.model, run.spec.input_size, depth=args.depth))
     else:
-        print(summary(args.model, depth=args.depth, **_model_args(args.arg)))
+        print(summary(args.model, depth=args.depth, **model_args(args.arg)))
     return 0
 
 
@@ -378,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             model=args.model,
             recipe=args.recipe,
-            model_args=_model_args(args.arg),
+            model_args=model_args(args.arg),
             dataset=args.dataset,
             epochs=args.epochs,
             steps=args.steps,
