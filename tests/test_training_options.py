@@ -17,7 +17,8 @@ from cnnlab.data.augment import Augment
 from cnnlab.recipes import get_recipe, list_recipes
 from cnnlab.runs import load_run, resolve_config, train_run
 from cnnlab.train import Trainer
-from cnnlab.train.trainer import pick_precision, shifted_views
+from cnnlab.train.hardware import cpu_has_native_bf16, pick_precision, tune_cpu_allocator
+from cnnlab.train.trainer import shifted_views
 from tests.conftest import make_blobs
 
 
@@ -28,7 +29,8 @@ def blobs(n: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_precision_resolution() -> None:
     cpu = torch.device("cpu")
-    assert pick_precision("auto", cpu) == "fp32"
+    assert pick_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert pick_precision("fp32", cpu) == "fp32"
     assert pick_precision("bf16", cpu) == "bf16"
     with pytest.raises(CnnlabError, match="unknown precision 'fp8'"):
         pick_precision("fp8", cpu)
@@ -46,7 +48,7 @@ def test_channels_last_gives_the_same_model() -> None:
     results = []
     for cl in (False, True):
         torch.manual_seed(0)
-        t = Trainer(create_model("seed000-cnn"), channels_last=cl, progress=False)
+        t = Trainer(create_model("seed000-cnn"), channels_last=cl, precision="fp32", progress=False)
         t.fit(blobs(), epochs=1, batch_size=50)
         results.append(t.predict(blobs(50, 1)[0]))
     assert torch.allclose(results[0], results[1], atol=1e-4)
@@ -236,3 +238,16 @@ def test_cli_threads_option(tmp_path: Path, tiny_mnist, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--threads", "0"])
     assert "--threads: must be at least 1" in capsys.readouterr().err
+
+
+def test_allocator_tuning_is_idempotent_and_can_be_refused(monkeypatch) -> None:
+    import sys
+
+    import cnnlab.train.hardware as hw
+
+    first = tune_cpu_allocator()
+    assert tune_cpu_allocator() == first
+    assert first == sys.platform.startswith("linux")
+    monkeypatch.setattr(hw, "_ALLOCATOR_TUNED", False)
+    monkeypatch.setenv("CNNLAB_TUNE_MALLOC", "0")
+    assert tune_cpu_allocator() is False

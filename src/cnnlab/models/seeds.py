@@ -5,7 +5,8 @@ initialisation the original framework used where it matters for the reported acc
 (Keras' Glorot-uniform kernels and zero biases, the "normal" initialiser of the seed002
 dense layers, the truncated normal σ=0.1 / bias 0.1 of TensorFlow's Deep MNIST).
 ``recipe`` holds each tutorial's own training settings; ``cnnlab train`` uses them as
-defaults for that model.
+defaults for that model. Dropout layers are :class:`cnnlab.models.layers.Dropout`, which
+behaves as ``nn.Dropout`` with a faster random mask.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnlab.models.layers import Dropout
 from cnnlab.models.registry import register_model
 
 KERAS = "keras"
@@ -148,10 +150,10 @@ def seed001_alexnet(num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
         nn.Flatten(),
         nn.Linear(256 * 6 * 6, 4096),
         nn.ReLU(),
-        nn.Dropout(dropout),
+        Dropout(dropout),
         nn.Linear(4096, 4096),
         nn.ReLU(),
-        nn.Dropout(dropout),
+        Dropout(dropout),
         nn.Linear(4096, num_classes),
     )
     return _keras_init(model)
@@ -181,11 +183,11 @@ def seed002_cnn(num_classes: int = 10) -> nn.Module:
         nn.Conv2d(16, 36, 5, padding=2),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Dropout(0.25),
+        Dropout(0.25),
         nn.Flatten(),
         nn.Linear(36 * 7 * 7, 128),
         nn.ReLU(),
-        nn.Dropout(0.5),
+        Dropout(0.5),
         nn.Linear(128, num_classes),
     )
     _keras_init(model)
@@ -218,7 +220,7 @@ def seed002_mlp(num_classes: int = 10, hidden: int = 1000, dropout: float = 0.5)
         nn.Flatten(),
         nn.Linear(28 * 28, hidden),
         nn.ReLU(),
-        nn.Dropout(dropout),
+        Dropout(dropout),
         nn.Linear(hidden, num_classes),
     )
     return _keras_init(model, dense_std=0.05)
@@ -250,7 +252,7 @@ def seed003_deep_mnist(num_classes: int = 10, keep_prob: float = 0.5) -> nn.Modu
         nn.Flatten(),
         nn.Linear(64 * 7 * 7, 1024),
         nn.ReLU(),
-        nn.Dropout(1.0 - keep_prob),
+        Dropout(1.0 - keep_prob),
         nn.Linear(1024, num_classes),
     )
     return _truncated_normal_init(model)

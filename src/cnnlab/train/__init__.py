@@ -1,8 +1,9 @@
 """Training loop, callbacks, optimizers and schedules."""
 
 from cnnlab.train.callbacks import Callback, EarlyStopping, LambdaCallback
+from cnnlab.train.hardware import pick_device, pick_precision
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer
-from cnnlab.train.trainer import History, Trainer, evaluate, fit, pick_device, predict
+from cnnlab.train.trainer import History, Trainer, evaluate, fit, predict
 
 __all__ = [
     "OPTIMIZERS",
@@ -16,5 +17,6 @@ __all__ = [
     "fit",
     "make_optimizer",
     "pick_device",
+    "pick_precision",
     "predict",
 ]

@@ -23,34 +23,11 @@ from torch import nn
 from cnnlab.data.loader import Preprocess, TensorBatches
 from cnnlab.errors import CnnlabError
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.hardware import has_convolutions, pick_device, pick_precision, tune_cpu_allocator
 from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.progress import ProgressBar
 
 Data = Any  # ImageData, or a (images, labels) pair of tensors
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def pick_precision(precision: str, device: torch.device) -> str:
-    """Resolve ``"auto"``: bf16 autocast on CUDA GPUs that support it, else fp32.
-
-    bf16 on a CPU with native bf16 instructions is about twice as fast for these
-    networks but must be asked for (``"bf16"``): see docs/benchmarks.md.
-    """
-    if precision not in PRECISIONS:
-        raise CnnlabError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    if precision != "auto":
-        if precision == "bf16" and device.type == "mps":
-            raise CnnlabError("bf16 autocast is not supported on MPS; use --precision fp32")
-        return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
-def has_convolutions(model: nn.Module) -> bool:
-    """Whether ``model`` holds a 2-D convolution (channels-last memory pays off then)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def shifted_views(images: torch.Tensor, flip: bool = False) -> Iterator[torch.Tensor]:
@@ -63,25 +40,6 @@ def shifted_views(images: torch.Tensor, flip: bool = False) -> Iterator[torch.Te
         yield padded[..., dy : dy + h, dx : dx + w]
     if flip:
         yield images.flip(-1)
-
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; anything else is checked."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise CnnlabError(f"unknown device {device!r} (use auto, cpu, cuda or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CnnlabError(f"device {device!r} asked for, but no CUDA GPU is available")
-    return dev
 
 
 def split_data(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,6 +181,8 @@ class Trainer:
         if not 0.0 <= ema < 1.0:
             raise CnnlabError(f"EMA decay must be in [0, 1), not {ema}")
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.precision = pick_precision(precision, self.device)
         self.channels_last = has_convolutions(model) if channels_last is None else channels_last
         self.model = model.to(self.device)
