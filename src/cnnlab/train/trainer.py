@@ -138,8 +138,9 @@ class Trainer:
         labels: ``"int"`` (sparse cross-entropy) or ``"onehot"`` (categorical).
         label_smoothing: spread this much target mass over the other classes.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        precision: ``"fp32"``, ``"bf16"`` (autocast; weights stay fp32) or ``"auto"``
-            (bf16 on CUDA GPUs that have it, else fp32).
+        precision: ``"auto"`` (default: bf16 autocast where the hardware computes bf16
+            natively, see :func:`~cnnlab.train.hardware.pick_precision`), ``"bf16"`` or
+            ``"fp32"``. Weights, optimizer state and the loss stay fp32.
         channels_last: feed convolutions NHWC-strided batches (``None``: yes when the
             model has a convolution; measured faster on CPU and GPU).
         compile: run the training steps through ``torch.compile`` (pays off on GPUs; on
@@ -166,7 +167,7 @@ class Trainer:
         label_smoothing: float = 0.0,
         device: str | torch.device = "auto",
         progress: bool = True,
-        precision: str = "fp32",
+        precision: str = "auto",
         channels_last: bool | None = None,
         compile: bool = False,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
