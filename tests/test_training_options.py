@@ -176,7 +176,7 @@ def test_named_recipes_fill_model_and_options() -> None:
     assert {"speedrun", "mnist-best", "fashion-best"} <= set(list_recipes())
     spec, cfg = resolve_config(TrainConfig(recipe="speedrun"))
     r = get_recipe("speedrun")
-    assert spec.name == r.model and cfg.epochs == r.options["epochs"]
+    assert spec.name == r.model and cfg.steps == r.options["steps"] and cfg.epochs is None
     assert cfg.schedule == "onecycle" and cfg.lr == r.options["lr"]
     # The user's options win; a different model keeps the recipe's training options.
     spec, cfg = resolve_config(TrainConfig(recipe="mnist-best", epochs=2, model="seed000-cnn"))

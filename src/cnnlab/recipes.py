@@ -56,10 +56,10 @@ register_recipe(
     Recipe(
         name="speedrun",
         model="speedrun-cnn",
-        description="99% MNIST test accuracy in the least wall time: one epoch of a small "
-        "CNN with batch norm, large batches, Adam and a one-cycle schedule.",
+        description="99% MNIST test accuracy in the least wall time: 600 steps of batch 128 "
+        "(1.3 epochs) of a small CNN with batch norm, Adam and a one-cycle schedule.",
         options={
-            "epochs": 1,
+            "steps": 600,
             "batch_size": 128,
             "optimizer": "adam",
             "lr": 0.01,

@@ -288,6 +288,9 @@ def resolve_config(config: TrainConfig) -> tuple[ModelSpec, TrainConfig]:
     spec = get_model_spec(model)
     merged = dict(spec.recipe)
     if recipe is not None:
+        if {"epochs", "steps"} & set(recipe.options):  # a length is taken whole
+            merged.pop("epochs", None)
+            merged.pop("steps", None)
         merged.update(recipe.options)
         if model == recipe.model:
             config = replace(config, model_args={**recipe.model_args, **config.model_args})
