@@ -13,7 +13,8 @@ high-level API (``paddle.Model(net).prepare(Adam, CrossEntropyLoss, Accuracy)``,
   Xavier-uniform (= Keras' ``glorot_uniform``), biases zero.
 - Training: Adam (learning rate 1e-3, epsilon 1e-8 as Paddle's), cross-entropy on the
   logits with integer labels, batch 64, 5 epochs over all 60,000 training images,
-  shuffled each epoch; images scaled to 0–1. The tutorial evaluated the test set after
+  shuffled each epoch; images normalised to [-1, 1] as the tutorial's
+  ``Normalize(mean=127.5, std=127.5)`` transform does. The tutorial evaluated the test set after
   every epoch; here it is evaluated once at the end (``cnnlab train --model
   seed004-lenet-max`` likewise trains without a per-epoch evaluation unless
   ``--validation-test`` is given), so ``epoch_seconds`` is training only either way.
@@ -41,7 +42,8 @@ def main() -> None:
     layers = keras.layers
 
     def prepare(x):
-        return (x.reshape(len(x), 28, 28, 1) / 255.0).astype("float32")
+        # Paddle's Normalize(mean=127.5, std=127.5): pixels in [-1, 1]
+        return ((x.reshape(len(x), 28, 28, 1) - 127.5) / 127.5).astype("float32")
 
     def conv_init():
         # Paddle's Conv2D default: Normal(0, std) with std = sqrt(2 / filter_elem_num)

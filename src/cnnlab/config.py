@@ -44,8 +44,8 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile the model; default off
     seed: int = 0
     device: str = "auto"
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | None = None  # subtracted after scaling pixels to 0–1; default 0
+    std: float | None = None  # divides after the mean; default 1
 
     DEFAULTS = {
         "model": "seed000-cnn",
@@ -65,6 +65,8 @@ class TrainConfig:
         "select": "last",
         "precision": "auto",
         "compile": False,
+        "mean": 0.0,
+        "std": 1.0,
     }
 
     def resolved(self, recipe: dict[str, Any]) -> TrainConfig:
@@ -105,7 +107,7 @@ class TrainConfig:
             raise CnnlabError(f"validation must be 'split' or 'test', not {self.validation!r}")
         if self.lr is not None and not self.lr > 0:
             raise CnnlabError(f"--lr must be positive, not {self.lr}")
-        if self.std <= 0:
+        if self.std is not None and self.std <= 0:
             raise CnnlabError(f"--std must be positive, not {self.std}")
         if self.ema is not None and not 0 <= self.ema < 1:
             raise CnnlabError(f"--ema must be in [0, 1), not {self.ema}")
