@@ -60,7 +60,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     cfg = TrainConfig(model="seed004-lenet-max", dataset="digits", epochs=3, batch_size=64, seed=7)
     train_run(cfg, tmp_path / "straight", progress=False)
     short = TrainConfig(**{**cfg.to_dict(), "epochs": 2})
-    train_run(short, tmp_path / "resumed", progress=False)
+    first = train_run(short, tmp_path / "resumed", progress=False)
     result = train_run(TrainConfig(), resume=tmp_path / "resumed", more_epochs=1, progress=False)
     assert result.trainer.epoch == 3
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
@@ -68,6 +68,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     history = json.loads((tmp_path / "resumed" / "history.json").read_text())
     assert [int(h["epoch"]) for h in history] == [1, 2, 3]
     assert json.loads((tmp_path / "resumed" / "config.json").read_text())["train"]["epochs"] == 3
+    # the training time counts both sessions, not only the last epoch
+    assert result.metrics["train_seconds"] > first.metrics["train_seconds"]
 
 
 def test_resume_of_a_finished_run_asks_for_epochs(digits_run: Path) -> None:

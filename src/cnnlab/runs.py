@@ -337,7 +337,9 @@ def _fit_and_test(
     path: Path,
     epochs: int | None,
     callbacks: Sequence[Callback],
+    earlier_seconds: float = 0.0,
 ) -> RunResult:
+    """Train, write the run folder, test; ``earlier_seconds``: training time before a resume."""
     start = time.perf_counter()
     fit_args: dict[str, Any] = {"batch_size": cfg.batch_size, "seed": cfg.seed}
     if cfg.validation == "test":
@@ -353,7 +355,7 @@ def _fit_and_test(
     if cfg.early_stopping:
         extra.append(EarlyStopping("val_accuracy", patience=cfg.early_stopping, restore_best=False))
     history = trainer.fit(train, callbacks=[*extra, writer, *callbacks], **fit_args)
-    train_seconds = time.perf_counter() - start
+    train_seconds = time.perf_counter() - start + earlier_seconds
     if cfg.select == "best":
         load_weights(trainer.eval_model, path / WEIGHTS)
     test_metrics = trainer.evaluate(test, tta=bool(cfg.tta))
@@ -425,4 +427,8 @@ def _resume(
             }
         )
         atomic.write_json(path / CONFIG, meta)
-    return _fit_and_test(trainer, cfg, train, test, path, more_epochs, callbacks)
+    # metrics.json of the earlier session, or (if it was interrupted) its epochs' own times
+    earlier = run.metrics.get("train_seconds")
+    if earlier is None:
+        earlier = sum(row.get("seconds", 0.0) for row in run.history)
+    return _fit_and_test(trainer, cfg, train, test, path, more_epochs, callbacks, float(earlier))
