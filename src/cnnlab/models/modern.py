@@ -7,6 +7,18 @@ from torch import nn
 
 from cnnlab.models.registry import register_model
 
+#: Default training of the batch-norm networks when no recipe is named: 10 epochs of
+#: AdamW on a one-cycle schedule (the ``mnist-best`` recipe trains longer, with augmentation).
+MODERN_RECIPE = {
+    "optimizer": "adamw",
+    "lr": 3e-3,
+    "batch_size": 128,
+    "epochs": 10,
+    "validation_split": 0.1,
+    "schedule": "onecycle",
+    "weight_decay": 5e-4,
+}
+
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -15,15 +27,7 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 @register_model(
     "vgg-bn",
     source="cnnlab",
-    recipe={
-        "optimizer": "adamw",
-        "lr": 3e-3,
-        "batch_size": 128,
-        "epochs": 10,
-        "validation_split": 0.1,
-        "schedule": "onecycle",
-        "weight_decay": 5e-4,
-    },
+    recipe=MODERN_RECIPE,
 )
 def vgg_bn(num_classes: int = 10, width: int = 32, in_channels: int = 1) -> nn.Module:
     """A small VGG-style network: three blocks of two 3×3 conv + batch norm, global pooling.
@@ -105,15 +109,7 @@ class BasicBlock(nn.Module):
 @register_model(
     "resnet-mini",
     source="cnnlab",
-    recipe={
-        "optimizer": "adamw",
-        "lr": 3e-3,
-        "batch_size": 128,
-        "epochs": 10,
-        "validation_split": 0.1,
-        "schedule": "onecycle",
-        "weight_decay": 5e-4,
-    },
+    recipe=MODERN_RECIPE,
 )
 def resnet_mini(
     num_classes: int = 10, width: int = 32, blocks: int = 1, in_channels: int = 1
