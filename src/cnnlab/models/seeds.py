@@ -116,18 +116,16 @@ def seed001_lenet5(num_classes: int = 10) -> nn.Module:
     """LeNet-5 on 32×32 input: conv 6@5×5, pool, conv 16@5×5, pool, conv 120@5×5, 84, 10.
 
     61,706 parameters. MNIST digits are zero-padded from 28×28 to 32×32, as LeCun did.
-    Tanh after each convolution and sigmoid after each average pooling, as in the
-    tutorial's Keras code.
+    Tanh after each convolution and the hidden dense layer, average pooling, softmax
+    output: the tutorial's Keras model (the sigmoid LeNet is seed004's).
     """
     model = nn.Sequential(
         nn.Conv2d(1, 6, 5),
         nn.Tanh(),
         nn.AvgPool2d(2),
-        nn.Sigmoid(),
         nn.Conv2d(6, 16, 5),
         nn.Tanh(),
         nn.AvgPool2d(2),
-        nn.Sigmoid(),
         nn.Conv2d(16, 120, 5),
         nn.Tanh(),
         nn.Flatten(),
