@@ -188,6 +188,13 @@ def test_named_recipes_fill_model_and_options() -> None:
         resolve_config(TrainConfig(recipe="fastest"))
 
 
+def test_recipes_leave_the_precision_to_the_hardware() -> None:
+    # bf16 without native support is emulated and slower than fp32: recipes use 'auto'
+    for name in list_recipes():
+        _, cfg = resolve_config(TrainConfig(recipe=name))
+        assert cfg.precision == "auto", name
+
+
 def test_cli_training_options_reach_the_run_config(tmp_path: Path, tiny_mnist, capsys) -> None:
     code = main([
         "train", "--model", "seed000-cnn", "--data-dir", str(tiny_mnist), "--epochs", "1",

@@ -65,7 +65,6 @@ register_recipe(
             "lr": 0.01,
             "schedule": "onecycle",
             "validation_split": 0.0,
-            "precision": "bf16",
         },
     )
 )
@@ -82,7 +81,6 @@ _ACCURATE: dict[str, Any] = {
     "validation_split": 5000 / 60000,
     "ema": 0.999,
     "tta": True,
-    "precision": "bf16",
 }
 
 register_recipe(
