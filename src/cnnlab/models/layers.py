@@ -3,8 +3,8 @@
 :class:`Dropout` is ``nn.Dropout`` with a cheaper random mask. torch's CPU dropout draws
 one Bernoulli sample per element (about 6 ns each on the CPUs measured), which made it a
 sixth of ``seed002-cnn``'s training step; drawing 64 random bits at a time and comparing
-16-bit slices with a threshold costs about a tenth of that. Its state dict, repr and
-evaluation behaviour are ``nn.Dropout``'s.
+16-bit slices with a threshold is 4–7× faster (``benchmarks/step_parts.py``). Its state
+dict, repr and evaluation behaviour are ``nn.Dropout``'s.
 """
 
 from __future__ import annotations

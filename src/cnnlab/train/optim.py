@@ -65,8 +65,8 @@ def make_optimizer(
 def _build(
     cls: type[torch.optim.Optimizer], params: list, **kwargs: object
 ) -> torch.optim.Optimizer:
-    """The fused implementation (one kernel per parameter; 3–4× faster than foreach on
-    the CPUs measured) where this torch and device have it, else the foreach one."""
+    """The fused implementation (2–4× faster than foreach on the CPU measured, see
+    ``benchmarks/step_parts.py``) where this torch and device have it, else foreach."""
     try:
         return cls(params, fused=True, **kwargs)  # type: ignore[call-arg]
     except (RuntimeError, TypeError, ValueError):
