@@ -140,6 +140,7 @@ class Run:
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist"
+    channels_last: bool = False  # the model's convolutions were put in NHWC layout
 
     def predict(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Class probabilities for uint8 images (H×W, N×H×W or N×C×H×W), on the CPU.
@@ -157,7 +158,7 @@ class Run:
             images,
             tta=tta,
             flip=flip,
-            channels_last=has_convolutions(self.model),
+            channels_last=self.channels_last,
         )
 
 
@@ -190,11 +191,14 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         raise CnnlabError(f"{weights}: missing; the run has not finished an epoch yet")
     load_weights(model, weights)
     model.to(device).eval()
-    if has_convolutions(model):  # NHWC convolutions and pooling: 2× faster on batches
+    channels_last = has_convolutions(model)  # NHWC convolutions and pooling: 2× on batches
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     history = _read_json(path / HISTORY) if (path / HISTORY).exists() else []
     metrics = _read_json(path / METRICS) if (path / METRICS).exists() else {}
-    return Run(path, config, spec, model, preprocess, classes, history, metrics, dataset)
+    return Run(
+        path, config, spec, model, preprocess, classes, history, metrics, dataset, channels_last
+    )
 
 
 @dataclass
