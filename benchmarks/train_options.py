@@ -9,7 +9,9 @@ machine noise hits all of them; the median images per second over ``--repeats`` 
 reported with the ratio to the fp32 contiguous baseline.
 
 Variants: ``fp32`` (contiguous NCHW), ``fp32 channels-last``, ``bf16 channels-last``
-(autocast; weights stay fp32), ``fp32 compile`` and ``bf16 channels-last compile``.
+(autocast; weights stay fp32), the last two again with ``fused`` activation and pooling
+(:mod:`cnnlab.train.fusion`, the default; the others turn it off), ``fp32 compile`` and
+``bf16 channels-last compile``.
 
     python benchmarks/train_options.py --out train_options.json
     python benchmarks/train_options.py --models seed000-cnn vgg-bn --repeats 3
@@ -42,9 +44,11 @@ MODELS = {
     "vgg-bn": 128,
 }
 VARIANTS = {
-    "fp32": {"precision": "fp32", "channels_last": False},
-    "fp32 channels-last": {"precision": "fp32", "channels_last": True},
-    "bf16 channels-last": {"precision": "bf16", "channels_last": True},
+    "fp32": {"precision": "fp32", "channels_last": False, "fuse": False},
+    "fp32 channels-last": {"precision": "fp32", "channels_last": True, "fuse": False},
+    "bf16 channels-last": {"precision": "bf16", "channels_last": True, "fuse": False},
+    "fp32 channels-last fused": {"precision": "fp32", "channels_last": True, "fuse": True},
+    "bf16 channels-last fused": {"precision": "bf16", "channels_last": True, "fuse": True},
     "fp32 compile": {"precision": "fp32", "channels_last": False, "compile": True},
     "bf16 channels-last compile": {"precision": "bf16", "channels_last": True, "compile": True},
 }

@@ -11,7 +11,8 @@ behaves as ``nn.Dropout`` with a faster random mask.
 
 from __future__ import annotations
 
-import torch
+from collections import OrderedDict
+
 from torch import nn
 
 from cnnlab.models.layers import Dropout
@@ -301,26 +302,28 @@ def seed004_lenet(num_classes: int = 10) -> nn.Module:
     return _paddle_init(model)
 
 
-class LeNetMax(nn.Module):
-    """LeNet written as a class, as seed004 does: 3×3 first convolution and max pooling."""
+class LeNetMax(nn.Sequential):
+    """LeNet written as a class, as seed004 does: 3×3 first convolution and max pooling.
+
+    A named ``nn.Sequential``: the layers keep the tutorial's names (``conv1``,
+    ``pool1``, …), and the training loop can fuse its sigmoid-and-pooling pairs.
+    """
 
     def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
-        self.act1 = nn.Sigmoid()
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.act2 = nn.Sigmoid()
-        self.pool2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.act1(self.conv1(x)))
-        x = self.pool2(self.act2(self.conv2(x)))
-        return self.fc3(self.fc2(self.fc1(self.flatten(x))))
+        super().__init__(
+            OrderedDict(
+                conv1=nn.Conv2d(1, 6, 3, padding=1),
+                act1=nn.Sigmoid(),
+                pool1=nn.MaxPool2d(2),
+                conv2=nn.Conv2d(6, 16, 5),
+                act2=nn.Sigmoid(),
+                pool2=nn.MaxPool2d(2),
+                flatten=nn.Flatten(),
+                fc1=nn.Linear(16 * 5 * 5, 120),
+                fc2=nn.Linear(120, 84),
+                fc3=nn.Linear(84, num_classes),
+            )
+        )
 
 
 @register_model("seed004-lenet-max", source="seed 004 (PaddlePaddle)", recipe=PADDLE_RECIPE)

@@ -1,0 +1,131 @@
+"""Build and load the C kernels: compiled once per machine into a cache folder.
+
+The library is compiled with ``cc -O3 -march=native`` (``$CC`` overrides the compiler),
+so it is tuned to the CPU it runs on and cached under a name that hashes the source, the
+compiler command and the CPU's model and flags; a cache folder shared between different
+machines therefore never hands one machine another's binary. The compiler writes to a
+temporary file that is renamed into place, so a crash or a concurrent build never leaves
+a half-written library. ``CNNLAB_NATIVE=0`` turns the kernels off;
+``CNNLAB_CACHE`` moves the cache (default ``~/.cache/cnnlab``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("maxpool2.c")
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
+_reason = "not tried yet"
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$CNNLAB_CACHE`` or ``~/.cache/cnnlab``."""
+    root = os.environ.get("CNNLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cnnlab"
+    )
+    return Path(root) / "kernels"
+
+
+def _cpu_signature() -> str:
+    """The CPU's model name and feature flags (Linux), which -march=native depends on."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags")
+    lines = [ln for ln in text.splitlines() if ln.split(":")[0].strip() in wanted]
+    return "\n".join(sorted(set(lines)))
+
+
+def _supported() -> str | None:
+    """Why the kernels cannot be built here, or None when they can be tried."""
+    if os.environ.get("CNNLAB_NATIVE", "1") == "0":
+        return "turned off by CNNLAB_NATIVE=0"
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+        return f"no kernels for {sys.platform} {platform.machine()}"
+    flags = _cpu_signature()
+    if not all(f in flags.split() for f in ("avx512bw", "avx512vl")):
+        return "the CPU has no AVX-512 BW/VL"
+    return None
+
+
+def _compile(compiler: str, target: Path) -> str | None:
+    """Compile SOURCE into ``target`` atomically; an error message, or None on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [compiler, *FLAGS, str(SOURCE), "-o", tmp],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["no message"])[0]
+            return f"{compiler} failed: {first}"
+        os.replace(tmp, target)
+        return None
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"{compiler} failed: {err}"
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p, n = ctypes.c_void_p, ctypes.c_long
+    for dtype in ("bf16", "f32"):
+        forward = getattr(lib, f"pool2_forward_{dtype}")
+        forward.argtypes = [p, p, p, n, n, n, n, ctypes.c_int]
+        forward.restype = None
+        backward = getattr(lib, f"pool2_backward_{dtype}")
+        backward.argtypes = [p, p, p, n, n, n, n]
+        backward.restype = None
+    return lib
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel library, built on first call; None where it is unavailable
+    (:func:`native_status` says why)."""
+    global _reason
+    why = _supported()
+    if why:
+        _reason = why
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        _reason = "no C compiler (cc or $CC) found"
+        return None
+    digest = hashlib.sha256(
+        SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode() + _cpu_signature().encode()
+    ).hexdigest()[:16]
+    target = cache_dir() / f"maxpool2-{digest}.so"
+    if not target.exists():
+        error = _compile(compiler, target)
+        if error:
+            _reason = error
+            return None
+    try:
+        lib = _bind(ctypes.CDLL(str(target)))
+    except (OSError, AttributeError) as err:
+        _reason = f"could not load {target}: {err}"
+        return None
+    _reason = f"loaded {target}"
+    return lib
+
+
+def native_status() -> str:
+    """One line: whether the native kernels are in use, and if not, why."""
+    load()
+    return _reason

@@ -1,0 +1,84 @@
+"""A faster forward for the training loop: activation and 2×2 max pooling as one step.
+
+:func:`fuse_pooling` returns a module that computes exactly what the model does, sharing
+its parameters and buffers, but with each ``MaxPool2d(2)`` inside an ``nn.Sequential``
+run by :func:`cnnlab.kernels.max_pool2`, together with the ReLU, sigmoid or tanh just
+before or after it. Max pooling commutes with any non-decreasing activation, so pooling
+first is exact and leaves the activation a quarter of the work; a ReLU is folded into the
+native kernel altogether. With ReLU the gradients are bit-for-bit torch's too; with
+sigmoid or tanh in bf16, where neighbouring inputs often round to the same output, a tied
+window sends its gradient to the largest input instead of the first tied output. The
+model itself is not changed: its printout, state dict and
+``cnnlab layers`` table stay the tutorials', and modules with a forward of their own are
+used as they are.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from cnnlab.kernels import max_pool2
+
+#: Non-decreasing activations: act(max(x)) == max(act(x)) exactly, also after rounding.
+MONOTONIC = (nn.ReLU, nn.Sigmoid, nn.Tanh)
+
+
+class MaxPool2Act(nn.Module):
+    """``MaxPool2d(2)`` followed by an optional non-decreasing activation, in that order."""
+
+    def __init__(self, activation: nn.Module | None = None) -> None:
+        super().__init__()
+        self.relu = isinstance(activation, nn.ReLU)
+        self.activation = None if self.relu else activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = max_pool2(x, relu=self.relu)
+        return self.activation(y) if self.activation is not None else y
+
+
+def is_pool2(m: nn.Module) -> bool:
+    """An ``nn.MaxPool2d`` with a 2×2 window, stride 2 and no padding, dilation or
+    ceil mode: what :func:`cnnlab.kernels.max_pool2` computes."""
+    if type(m) is not nn.MaxPool2d or m.return_indices or m.ceil_mode:
+        return False
+    return (
+        m.kernel_size in (2, (2, 2))
+        and m.stride in (2, (2, 2))
+        and m.padding in (0, (0, 0))
+        and m.dilation in (1, (1, 1))
+    )
+
+
+def _fuse_sequence(children: list[nn.Module]) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(children):
+        m = children[i]
+        nxt = children[i + 1] if i + 1 < len(children) else None
+        if isinstance(m, MONOTONIC) and nxt is not None and is_pool2(nxt):
+            out.append(MaxPool2Act(m))
+            i += 2
+        elif is_pool2(m) and isinstance(nxt, MONOTONIC):
+            out.append(MaxPool2Act(nxt))
+            i += 2
+        elif is_pool2(m):
+            out.append(MaxPool2Act())
+            i += 1
+        else:
+            out.append(fuse_pooling(m))
+            i += 1
+    return out
+
+
+def fuse_pooling(model: nn.Module) -> nn.Module:
+    """``model``, or an ``nn.Sequential`` over its own layers with activation-and-pooling
+    pairs fused (see the module docstring); nested ``nn.Sequential``s are fused too."""
+    if type(model) is not nn.Sequential and not (
+        isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+    ):
+        return model
+    children = list(model.children())
+    fused = _fuse_sequence(children)
+    if len(fused) == len(children) and all(a is b for a, b in zip(fused, children, strict=True)):
+        return model
+    return nn.Sequential(*fused)
