@@ -87,9 +87,18 @@ def describe(script: str, argv: list[str] | None = None) -> dict[str, Any]:
             "cnnlab": _cnnlab_version(),
         },
         "torch_threads": torch.get_num_threads(),
+        "native_kernels": _native_status(),
         "git_commit": git_commit(),
         "load_average_start": load_average(),
     }
+
+
+def _native_status() -> str | None:
+    try:
+        from cnnlab.kernels import native_status
+    except ImportError:
+        return None
+    return native_status()
 
 
 def _cnnlab_version() -> str | None:

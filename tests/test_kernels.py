@@ -160,3 +160,40 @@ def test_sigmoid_fusion_same_outputs_and_gradient_mass() -> None:
     assert torch.equal(y0, y1)
     assert torch.equal(w0, w1)  # layers after the pooling see identical values
     torch.testing.assert_close(b0, b1, rtol=0.05, atol=1e-3)
+
+
+@pytest.mark.skipif(
+    not NATIVE_POSSIBLE, reason=f"native kernels unavailable: {native._supported()}"
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("p", [0.25, 0.5])
+def test_native_dropout_mask(dtype: torch.dtype, p: float) -> None:
+    from cnnlab.kernels import dropout_mask
+
+    like = torch.empty(1001, 303, dtype=dtype)  # an element count that is not a multiple of 4
+    torch.manual_seed(0)
+    mask = dropout_mask(like, p)
+    assert mask is not None and mask.dtype == dtype and mask.shape == like.shape
+    scale = torch.tensor(1 / (1 - p), dtype=dtype)
+    assert set(mask.unique().tolist()) == {0.0, scale.item()}
+    assert (mask != 0).float().mean().item() == pytest.approx(1 - p, abs=0.003)
+    flat = (mask.flatten() != 0).float()
+    for lag in (1, 3, 4, 5):  # within one 64-bit word and across words
+        corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1].item()
+        assert abs(corr) < 0.01
+    torch.manual_seed(0)
+    assert torch.equal(dropout_mask(like, p), mask)  # seeded by torch's generator
+    assert not torch.equal(dropout_mask(like, p), mask)  # and a new draw each call
+
+
+def test_dropout_falls_back_without_native(fresh_load) -> None:
+    from cnnlab.kernels import dropout_mask
+    from cnnlab.models.layers import Dropout
+
+    fresh_load.setenv("CNNLAB_NATIVE", "0")
+    x = torch.ones(300, 300)
+    assert dropout_mask(x, 0.5) is None
+    torch.manual_seed(0)
+    y = Dropout(0.5).train()(x)
+    assert (y != 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    assert set(y.unique().tolist()) == {0.0, 2.0}

@@ -1,12 +1,15 @@
 """Native CPU kernels for the operations eager PyTorch runs slowly on small networks.
 
-Only one so far: 2×2 max pooling over channels-last tensors with an optional fused ReLU
-(:func:`max_pool2`). It is C compiled on first use for the machine it runs on and loaded
+2×2 max pooling over channels-last tensors with an optional fused ReLU
+(:func:`max_pool2`) and dropout masks written in the tensor's dtype
+(:func:`dropout_mask`). They are C compiled on first use for the machine it runs on and loaded
 with ctypes; where that is impossible (no C compiler, no AVX-512, ``CNNLAB_NATIVE=0``)
-every function here falls back to torch's own operators with identical results.
+the callers fall back to torch's own operators: identical results for pooling, masks of
+the same distribution (but other random draws) for dropout.
 """
 
+from cnnlab.kernels.dropout import dropout_mask
 from cnnlab.kernels.native import native_status
 from cnnlab.kernels.pooling import max_pool2
 
-__all__ = ["max_pool2", "native_status"]
+__all__ = ["dropout_mask", "max_pool2", "native_status"]

@@ -1,6 +1,6 @@
 """Build and load the C kernels: compiled once per machine into a cache folder.
 
-The library is compiled with ``cc -O3 -march=native`` (``$CC`` overrides the compiler),
+Every ``*.c`` file beside this module goes into one shared library. It is compiled with ``cc -O3 -march=native`` (``$CC`` overrides the compiler),
 so it is tuned to the CPU it runs on and cached under a name that hashes the source, the
 compiler command and the CPU's model and flags; a cache folder shared between different
 machines therefore never hands one machine another's binary. The compiler writes to a
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("maxpool2.c")
+SOURCES = sorted(Path(__file__).parent.glob("*.c"))
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 _reason = "not tried yet"
 
@@ -59,13 +59,13 @@ def _supported() -> str | None:
 
 
 def _compile(compiler: str, target: Path) -> str | None:
-    """Compile SOURCE into ``target`` atomically; an error message, or None on success."""
+    """Compile SOURCES into ``target`` atomically; an error message, or None on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         done = subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", tmp],
+            [compiler, *FLAGS, *map(str, SOURCES), "-o", tmp],
             capture_output=True,
             text=True,
             timeout=120,
@@ -91,6 +91,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         backward = getattr(lib, f"pool2_backward_{dtype}")
         backward.argtypes = [p, p, p, n, n, n, n]
         backward.restype = None
+    lib.dropout_mask_bf16.argtypes = [p, n, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint16]
+    lib.dropout_mask_f32.argtypes = [p, n, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint32]
+    lib.dropout_mask_bf16.restype = lib.dropout_mask_f32.restype = None
     return lib
 
 
@@ -107,10 +110,11 @@ def load() -> ctypes.CDLL | None:
     if not compiler:
         _reason = "no C compiler (cc or $CC) found"
         return None
-    digest = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join([compiler, *FLAGS]).encode() + _cpu_signature().encode()
-    ).hexdigest()[:16]
-    target = cache_dir() / f"maxpool2-{digest}.so"
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.name.encode() + source.read_bytes())
+    digest.update(" ".join([compiler, *FLAGS]).encode() + _cpu_signature().encode())
+    target = cache_dir() / f"cnnlab-kernels-{digest.hexdigest()[:16]}.so"
     if not target.exists():
         error = _compile(compiler, target)
         if error:

@@ -3,14 +3,18 @@
 :class:`Dropout` is ``nn.Dropout`` with a cheaper random mask. torch's CPU dropout draws
 one Bernoulli sample per element (about 6 ns each on the CPUs measured), which made it a
 sixth of ``seed002-cnn``'s training step; drawing 64 random bits at a time and comparing
-16-bit slices with a threshold is 4–7× faster (``benchmarks/step_parts.py``). Its state
-dict, repr and evaluation behaviour are ``nn.Dropout``'s.
+16-bit slices with a threshold is 4–7× faster (``benchmarks/step_parts.py``). On CPUs
+where cnnlab's native kernels are built, the mask comes from
+:func:`cnnlab.kernels.dropout_mask` instead, already scaled and in the input's dtype.
+Its state dict, repr and evaluation behaviour are ``nn.Dropout``'s.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from cnnlab.kernels import dropout_mask
 
 __all__ = ["Dropout", "keep_mask"]
 
@@ -41,5 +45,8 @@ class Dropout(nn.Dropout):
             return x
         if self.p == 1.0:
             return x * 0.0
-        scale = torch.tensor(1.0 / (1.0 - self.p), dtype=x.dtype, device=x.device)
-        return x * (keep_mask(x.shape, self.p, x.device).to(x.dtype) * scale)
+        mask = dropout_mask(x, self.p)
+        if mask is None:
+            scale = torch.tensor(1.0 / (1.0 - self.p), dtype=x.dtype, device=x.device)
+            mask = keep_mask(x.shape, self.p, x.device).to(x.dtype) * scale
+        return x * mask
