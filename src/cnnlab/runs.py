@@ -34,6 +34,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.augment import Augment
 from cnnlab.data.loader import Preprocess
 from cnnlab.errors import CnnlabError
+from cnnlab.kernels import native_status
 from cnnlab.models import ModelSpec, get_model_spec
 from cnnlab.recipes import get_recipe
 from cnnlab.train import Callback, EarlyStopping, History, Trainer
@@ -383,6 +384,7 @@ def _fit_and_test(
         "train_seconds": round(train_seconds, 2),
         "device": str(trainer.device),
         "precision": trainer.precision,
+        "native_kernels": native_status() if trainer.device.type == "cpu" else None,
         "tta": bool(cfg.tta),
         "weights": "best" if cfg.select == "best" else "last",
     }
