@@ -59,8 +59,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "weights.safetensors"))
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    cfg = TrainConfig(model="seed004-lenet-max", dataset="digits", epochs=3, batch_size=64, seed=7)
+@pytest.mark.parametrize("model", ["seed004-lenet-max", "seed002-cnn"])  # seed002 has dropout
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path, model: str) -> None:
+    cfg = TrainConfig(model=model, dataset="digits", epochs=3, batch_size=64, seed=7)
     train_run(cfg, tmp_path / "straight", progress=False)
     short = TrainConfig(**{**cfg.to_dict(), "epochs": 2})
     first = train_run(short, tmp_path / "resumed", progress=False)
