@@ -7,6 +7,9 @@ ways to run it:
 - ``eager``: the PyTorch module, ``model.eval()``, under ``torch.inference_mode()``;
 - ``eager channels_last``: the same with the weights and the preprocessed input in
   ``torch.channels_last`` memory format;
+- ``eager channels_last fused``: that, through :func:`cnnlab.train.fusion.fuse_pooling`
+  (activation and 2×2 max pooling in one pass; what ``cnnlab evaluate``, ``predict`` and
+  ``serve`` run);
 - ``onnxruntime``: the ONNX file ``cnnlab export`` writes (``torch.onnx.export``, opset
   18), in an onnxruntime CPU session with all graph optimisations.
 
@@ -38,14 +41,17 @@ from torch import nn
 
 from cnnlab.data.loader import Preprocess
 from cnnlab.export import ExportedModel, onnx_session, write_onnx
+from cnnlab.train.fusion import fuse_pooling
 
 
 class ChannelsLast(nn.Module):
-    """Preprocess, then run the model on a channels-last input (weights converted too)."""
+    """Preprocess, then run the model on a channels-last input (weights converted too),
+    optionally through the fused activation-and-pooling view of the model."""
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess) -> None:
+    def __init__(self, model: nn.Module, preprocess: Preprocess, fuse: bool = False) -> None:
         super().__init__()
-        self.model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+        self.model = fuse_pooling(model) if fuse else model
         self.preprocess = preprocess
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -124,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     import copy
 
     channels_last = ChannelsLast(copy.deepcopy(model), preprocess).eval()
+    fused = ChannelsLast(copy.deepcopy(model), preprocess, fuse=True).eval()
     ways: dict[str, Callable[[torch.Tensor], Any]] = {
         "eager": eager,
         "eager channels_last": channels_last,
+        "eager channels_last fused": fused,
     }
 
     results: dict[str, Any] = {
