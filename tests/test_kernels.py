@@ -57,6 +57,31 @@ def test_max_pool2_matches_torch_bit_for_bit(dtype, shape, relu) -> None:
     assert y.is_contiguous(memory_format=CL)
 
 
+@pytest.mark.skipif(
+    not NATIVE_POSSIBLE, reason=f"native kernels unavailable: {native._supported()}"
+)
+def test_avx2_build_is_bit_exact_too(fresh_load, tmp_path: Path) -> None:
+    """The AVX2 code (built here with -mno-avx512f) gives torch's results as well, and
+    leaves channel counts that do not fill its vectors to torch."""
+    fresh_load.setenv("CNNLAB_CACHE", str(tmp_path))
+    fresh_load.setenv("CNNLAB_CFLAGS", "-mno-avx512f")
+    lib = native.load()
+    assert lib is not None, native_status()
+    assert lib.pool2_block_bf16() == 16
+    for dtype, channels in ((torch.bfloat16, 32), (torch.float32, 24)):
+        for relu in (True, False):
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(4, channels, 14, 13, generator=gen).to(dtype)
+            x[:, :, ::3, ::2] = 0.5
+            x = x.contiguous(memory_format=CL)
+            assert native_ok(x)
+            y, gx = pooled(x, relu, max_pool2)
+            y_ref, gx_ref = pooled(x, relu, reference)
+            assert torch.equal(y, y_ref) and torch.equal(gx, gx_ref)
+    assert not native_ok(torch.randn(2, 6, 8, 8).contiguous(memory_format=CL))
+    assert not native_ok(torch.randn(2, 36, 8, 8).to(torch.bfloat16).contiguous(memory_format=CL))
+
+
 def test_max_pool2_contiguous_input_uses_torch() -> None:
     x = torch.randn(2, 4, 6, 6)
     assert not native_ok(x)

@@ -3,7 +3,7 @@
 2×2 max pooling over channels-last tensors with an optional fused ReLU
 (:func:`max_pool2`) and dropout masks written in the tensor's dtype
 (:func:`dropout_mask`). They are C compiled on first use for the machine it runs on and loaded
-with ctypes; where that is impossible (no C compiler, no AVX-512, ``CNNLAB_NATIVE=0``)
+with ctypes; where that is impossible (no C compiler, no AVX2, ``CNNLAB_NATIVE=0``)
 the callers fall back to torch's own operators: identical results for pooling, masks of
 the same distribution (but other random draws) for dropout.
 """

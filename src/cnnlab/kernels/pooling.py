@@ -51,16 +51,23 @@ class _MaxPool2(torch.autograd.Function):
 
 
 def native_ok(x: torch.Tensor) -> bool:
-    """Whether :func:`max_pool2` runs the native kernel for ``x``."""
-    return (
+    """Whether :func:`max_pool2` runs the native kernel for ``x``: a channels-last bf16
+    or fp32 CPU tensor, and with the AVX2 build a channel count that fills its vectors
+    (16 in bf16, 8 in fp32; the AVX-512 build takes any)."""
+    if not (
         x.device.type == "cpu"
         and x.dtype in _SUFFIX
         and x.dim() == 4
         and x.shape[-1] >= 2
         and x.shape[-2] >= 2
         and x.is_contiguous(memory_format=_CL)
-        and load() is not None
-    )
+    ):
+        return False
+    lib = load()
+    if lib is None:
+        return False
+    block = lib.pool2_block_bf16()  # fp32 vectors hold half as many channels
+    return x.shape[1] % (block if x.dtype == torch.bfloat16 else max(1, block // 2)) == 0
 
 
 def max_pool2(x: torch.Tensor, relu: bool = False) -> torch.Tensor:
