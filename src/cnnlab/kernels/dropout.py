@@ -25,7 +25,7 @@ def dropout_mask(like: torch.Tensor, p: float) -> torch.Tensor | None:
         return None
     mask = torch.empty(like.shape, dtype=like.dtype)
     scale = torch.tensor(1.0 / (1.0 - p), dtype=like.dtype)
-    bits = scale.view(torch.int16 if like.dtype == torch.bfloat16 else torch.int32).item()
+    bits = int(scale.view(torch.int16 if like.dtype == torch.bfloat16 else torch.int32).item())
     seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) & (2**64 - 1)
     threshold = round(p * _LEVELS) - _LEVELS // 2
     if like.dtype == torch.bfloat16:
