@@ -40,13 +40,16 @@ class ProgressBar:
         if self.live:
             self.stream.write(self.prefix + "\n")
 
+    def due(self, step: int) -> bool:
+        """Whether :meth:`update` would redraw now: the caller can skip computing the
+        metrics (which costs tensor operations every step) when it would not."""
+        return self.live and (step >= self.total or time.perf_counter() - self.last_draw >= 0.1)
+
     def update(self, step: int, logs: dict[str, Any]) -> None:
         """Record that ``step`` steps are done; redraw if on a terminal."""
-        if not self.live:
+        if not self.due(step):
             return
         now = time.perf_counter()
-        if step < self.total and now - self.last_draw < 0.1:
-            return
         self.last_draw = now
         width = 30
         done = int(width * step / max(1, self.total))

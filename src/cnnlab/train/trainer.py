@@ -358,7 +358,7 @@ class Trainer:
             seen += n
             loss_sum += loss * n
             correct += (logits.argmax(1) == yb).sum()
-            if bar.live:
+            if bar.due(i):  # a terminal redraw, at most ~10 a second
                 bar.update(
                     i, {"loss": (loss_sum / seen).item(), "accuracy": (correct / seen).item()}
                 )
