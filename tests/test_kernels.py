@@ -103,8 +103,9 @@ def test_broken_compiler_falls_back(fresh_load, tmp_path: Path) -> None:
     fresh_load.setenv("CNNLAB_CACHE", str(tmp_path))
     fresh_load.setenv("CC", "false")
     assert native.load() is None
-    assert "fail" in native_status() or "unavailable" in native_status() or native._supported()
-    assert not any((tmp_path / "kernels").glob("*")) if (tmp_path / "kernels").exists() else True
+    if NATIVE_POSSIBLE:  # elsewhere load() gives up before trying the compiler
+        assert native_status().startswith("false failed")
+        assert list((tmp_path / "kernels").iterdir()) == []  # no half-written library left
     x = torch.randn(2, 8, 6, 6).contiguous(memory_format=CL)
     assert not native_ok(x)
     assert torch.equal(pooled(x, True, max_pool2)[1], pooled(x, True, reference)[1])

@@ -7,6 +7,8 @@ activations; ``dropout.c`` explains the generator.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from cnnlab.kernels.native import load
@@ -24,12 +26,17 @@ def dropout_mask(like: torch.Tensor, p: float) -> torch.Tensor | None:
     if lib is None:
         return None
     mask = torch.empty(like.shape, dtype=like.dtype)
-    scale = torch.tensor(1.0 / (1.0 - p), dtype=like.dtype)
-    bits = int(scale.view(torch.int16 if like.dtype == torch.bfloat16 else torch.int32).item())
     seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) & (2**64 - 1)
     threshold = round(p * _LEVELS) - _LEVELS // 2
-    if like.dtype == torch.bfloat16:
-        lib.dropout_mask_bf16(mask.data_ptr(), mask.numel(), seed, threshold, bits & 0xFFFF)
-    else:
-        lib.dropout_mask_f32(mask.data_ptr(), mask.numel(), seed, threshold, bits & 0xFFFFFFFF)
+    make = lib.dropout_mask_bf16 if like.dtype == torch.bfloat16 else lib.dropout_mask_f32
+    make(mask.data_ptr(), mask.numel(), seed, threshold, _scale_bits(p, like.dtype))
     return mask
+
+
+@functools.lru_cache(maxsize=64)
+def _scale_bits(p: float, dtype: torch.dtype) -> int:
+    """The bit pattern of ``1/(1-p)`` rounded to ``dtype``, once per layer setting rather
+    than on every training step."""
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
+    signed = scale.view(torch.int16 if dtype == torch.bfloat16 else torch.int32).item()
+    return int(signed) & (0xFFFF if dtype == torch.bfloat16 else 0xFFFFFFFF)

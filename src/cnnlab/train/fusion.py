@@ -73,10 +73,8 @@ def _fuse_sequence(children: list[nn.Module]) -> list[nn.Module]:
 def fuse_pooling(model: nn.Module) -> nn.Module:
     """``model``, or an ``nn.Sequential`` over its own layers with activation-and-pooling
     pairs fused (see the module docstring); nested ``nn.Sequential``s are fused too."""
-    if type(model) is not nn.Sequential and not (
-        isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
-    ):
-        return model
+    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+        return model  # a forward of its own: the call order of its children is unknown
     children = list(model.children())
     fused = _fuse_sequence(children)
     if len(fused) == len(children) and all(a is b for a, b in zip(fused, children, strict=True)):
