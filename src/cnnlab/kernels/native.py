@@ -99,6 +99,18 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.dropout_mask_bf16.argtypes = [p, n, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint16]
     lib.dropout_mask_f32.argtypes = [p, n, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint32]
     lib.dropout_mask_bf16.restype = lib.dropout_mask_f32.restype = None
+    for dtype in ("bf16", "f32"):
+        shape = [n] * 6  # N, H, W, K, P, Co
+        forward = getattr(lib, f"conv1_forward_{dtype}")
+        forward.argtypes = [p, p, p, p, *shape]
+        backward = getattr(lib, f"conv1_backward_{dtype}")
+        backward.argtypes = [p, p, p, p, *shape]
+        pool_forward = getattr(lib, f"conv1_pool_forward_{dtype}")
+        pool_forward.argtypes = [p, p, p, p, p, *shape, ctypes.c_int]
+        pool_backward = getattr(lib, f"conv1_pool_backward_{dtype}")
+        pool_backward.argtypes = [p, p, p, p, p, *shape]
+        for fn in (forward, backward, pool_forward, pool_backward):
+            fn.restype = ctypes.c_int
     lib.pool2_block_bf16.argtypes = []
     lib.pool2_block_bf16.restype = ctypes.c_int
     return lib
