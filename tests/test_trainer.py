@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from cnnlab import CnnlabError, create_model
 from cnnlab.data.loader import Preprocess, TensorBatches, fit_to_input
 from cnnlab.train import OPTIMIZERS, EarlyStopping, Trainer, make_optimizer
-from cnnlab.train.optim import lr_factor
+from cnnlab.train.optim import LeanAdam, LeanAdamW, lr_factor
 from tests.conftest import make_blobs
 
 
@@ -148,3 +150,51 @@ def test_preprocess_scales_and_normalises() -> None:
     assert Preprocess()(img).max() == 1.0
     assert Preprocess(mean=0.5, std=0.5)(img).max() == pytest.approx(1.0)
     assert Preprocess(mean=0.1307, std=0.3081)(img * 0).min() == pytest.approx(-0.1307 / 0.3081)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_lean_adam_steps_like_torch(name: str) -> None:
+    """The lean fused step gives torch's fused Adam/AdamW updates, state and resumption."""
+    torch.manual_seed(0)
+    ours_model = create_model("seed004-lenet-max")
+    torch_model = copy.deepcopy(ours_model)
+    ours = make_optimizer(name, ours_model.parameters(), 1e-3, 0.01)
+    assert isinstance(ours, LeanAdam | LeanAdamW)
+    reference_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    reference = reference_cls(torch_model.parameters(), lr=1e-3, weight_decay=0.01, fused=True)
+    x = torch.randn(8, 1, 28, 28)
+    for step in range(6):
+        if step == 3:  # a schedule changes the rate between steps
+            for group in (*ours.param_groups, *reference.param_groups):
+                group["lr"] = 5e-4
+        for model, opt in ((ours_model, ours), (torch_model, reference)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(ours_model.parameters(), torch_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert ours._lists is not None  # the kept lists were used after torch's first step
+    resumed = make_optimizer(name, ours_model.parameters(), 1e-3, 0.01)
+    resumed.load_state_dict(ours.state_dict())
+    ours_model.fc3.weight.grad = None  # a parameter without a gradient: torch's own path
+    before = ours_model.fc3.weight.detach().clone()
+    resumed.step()
+    assert torch.equal(ours_model.fc3.weight, before)
+
+
+def test_batches_prepared_in_chunks_match_batch_by_batch(monkeypatch) -> None:
+    import cnnlab.data.loader as loader
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (103, 1, 6, 6), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (103,), generator=gen)
+    preprocess = Preprocess((1, 8, 8), fit="pad", mean=0.5, std=0.5)
+    seen = []
+    for chunk in (0, 3 * 10 * 64 * 4):  # one batch per chunk; three batches per chunk
+        monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+        b = TensorBatches(images, labels, 10, preprocess, shuffle=True, seed=3, channels_last=True)
+        seen.append(list(b))
+    assert [len(x) for x, _ in seen[1]] == [10] * 10 + [3]
+    for (x0, y0), (x1, y1) in zip(*seen, strict=True):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+        assert x1.shape[1:] == (1, 8, 8)
