@@ -1,8 +1,9 @@
 """Device-resident batches: the whole dataset as one uint8 tensor, sliced per batch.
 
 No DataLoader, no per-sample Python: each epoch draws one permutation of indices,
-and each batch is gathered, converted to float, normalised and brought to the
-model's input size in a handful of tensor operations on the training device.
+and batches are gathered, converted to float, normalised and brought to the model's
+input size in a handful of tensor operations on the training device, many batches at
+a time, so that a small network's step does not wait on a dozen tiny operations.
 """
 
 from __future__ import annotations
@@ -149,14 +150,34 @@ class TensorBatches:
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(n, generator=gen).to(self.device)
-        for start in range(0, n, self.batch_size):
+        # Without augmentation, whole runs of batches are prepared at once (about
+        # CHUNK_BYTES of model input each): the same values, a fraction of the calls.
+        # Augmentation draws its randomness per batch, so it keeps batch-sized calls.
+        sample = max(self.images[0].numel(), math.prod(self.preprocess.input_size), 1)
+        per_batch = self.batch_size * sample * 4
+        span = self.batch_size
+        if self.augment is None:
+            span *= max(1, CHUNK_BYTES // per_batch)
+        for chunk in range(0, n, span):
             if order is None:
-                xb = self.images[start : start + self.batch_size]
-                yb = self.labels[start : start + self.batch_size]
+                xs = self.images[chunk : chunk + span]
+                ys = self.labels[chunk : chunk + span]
             else:
-                idx = order[start : start + self.batch_size]
-                xb, yb = self.images[idx], self.labels[idx]
-            x = self.preprocess(xb, self.augment)
-            if self.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, yb
+                idx = order[chunk : chunk + span]
+                xs, ys = self.images[idx], self.labels[idx]
+            if self.augment is None:
+                x = self._prepare(xs)
+                for start in range(0, len(xs), self.batch_size):
+                    yield x[start : start + self.batch_size], ys[start : start + self.batch_size]
+            else:
+                yield self._prepare(xs), ys
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images, self.augment)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+#: How much model input (float32 bytes) :class:`TensorBatches` prepares in one go.
+CHUNK_BYTES = 1 << 20
