@@ -263,3 +263,32 @@ def test_one_channel_conv_module_shares_parameters() -> None:
     assert list(pool.parameters()) == list(conv.parameters())
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(pool(x), torch.tanh(F.max_pool2d(conv(x), 2)))
+
+
+@needs_native
+def test_kernels_share_torchs_openmp_runtime() -> None:
+    """Built with OpenMP, the library must use the libgomp torch loaded, not a second
+    runtime whose threads would fight torch's for the cores."""
+    assert native.load() is not None
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}
+    assert len(runtimes) <= 1, runtimes
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_threads_split_images_and_repeat_exactly(pool: bool) -> None:
+    x, weight, bias = case_tensors(9, 16, 5, 28)
+    grad = torch.randn(9, 16, 14 if pool else 28, 14 if pool else 28)
+    fn = (lambda *a: conv1_pool(*a, True)) if pool else conv1
+    threads = torch.get_num_threads()
+    try:
+        results = {}
+        for n in (1, 2, 2):
+            torch.set_num_threads(n)
+            results.setdefault(n, []).append(run(fn, x, weight, bias, grad, 2))
+    finally:
+        torch.set_num_threads(threads)
+    (one,), (two, again) = results[1], results[2]
+    assert all(torch.equal(a, b) for a, b in zip(two, again, strict=True))  # repeatable
+    assert torch.equal(one[0], two[0])  # the forward does not depend on threads
+    torch.testing.assert_close(one[1], two[1], rtol=1e-5, atol=1e-5)  # sums in another order

@@ -180,6 +180,13 @@ def test_lean_adam_steps_like_torch(name: str) -> None:
     before = ours_model.fc3.weight.detach().clone()
     resumed.step()
     assert torch.equal(ours_model.fc3.weight, before)
+    assert resumed.state[ours_model.fc1.weight]["step"].item() == 7  # counted once
+    assert resumed.state[ours_model.fc3.weight]["step"].item() == 6
+    ours_model.fc3.weight.grad = torch.zeros_like(ours_model.fc3.weight)
+    resumed.step()  # the lean path again, on counters that torch's step advanced
+    assert resumed._lists is not None
+    assert resumed.state[ours_model.fc1.weight]["step"].item() == 8
+    assert resumed.state[ours_model.fc3.weight]["step"].item() == 7
 
 
 def test_batches_prepared_in_chunks_match_batch_by_batch(monkeypatch) -> None:
@@ -198,3 +205,17 @@ def test_batches_prepared_in_chunks_match_batch_by_batch(monkeypatch) -> None:
     for (x0, y0), (x1, y1) in zip(*seen, strict=True):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
         assert x1.shape[1:] == (1, 8, 8)
+
+
+def test_epoch_metrics_weight_batches_by_size() -> None:
+    from cnnlab.train.trainer import _EpochMetrics
+
+    metrics = _EpochMetrics(steps=2, samples=5, device=torch.device("cpu"))
+    metrics.add(
+        torch.tensor(1.0),
+        torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]]),
+        torch.tensor([1, 1, 1]),
+    )
+    assert metrics.result() == pytest.approx({"loss": 1.0, "accuracy": 2 / 3})
+    metrics.add(torch.tensor(4.0), torch.tensor([[5.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+    assert metrics.result() == pytest.approx({"loss": (3 * 1.0 + 2 * 4.0) / 5, "accuracy": 3 / 5})

@@ -39,6 +39,21 @@ static void pad_image(const float *x, float *buf, long H, long W, long P) {
   for (long i = 0; i < H; i++) memcpy(buf + (i + P) * Wp + P, x + i * W, sizeof(float) * W);
 }
 
+/* Threads: with OpenMP (cnnlab/kernels/native.py builds with -fopenmp where the compiler
+   has it), the images of a batch are shared among the threads of the OpenMP runtime
+   already loaded, which is torch's own, so they take turns with torch's operators
+   instead of competing with them for the cores. */
+#ifdef _OPENMP
+#include <omp.h>
+static long thread_index(void) { return omp_get_thread_num(); }
+static long thread_count(void) { return omp_get_num_threads(); }
+static long max_threads(void) { return omp_get_max_threads(); }
+#else
+static inline long thread_index(void) { return 0; }
+static inline long thread_count(void) { return 1; }
+static inline long max_threads(void) { return 1; }
+#endif
+
 /* Output geometry shared by both builds. */
 typedef struct {
   long N, H, W, K, P, Co, Wp, Ho, Wo, h, w;
@@ -248,31 +263,51 @@ typedef void (*backward_fn)(const float *, const void *, const uint8_t *, long, 
 static int forward(const float *x, const float *w, const float *b, void *y, uint8_t *arg,
                    int bf16, int pool, int relu, shape s) {
   const forward_fn image = PICK(forward, s.K, bf16, pool);
+  int failed = 0;
   if (s.K > MAXK) return -2;
-  float *buf = malloc(sizeof(float) * (s.H + 2 * s.P) * s.Wp);
-  if (!buf) return -1;
-  for (long n = 0; n < s.N; n++) {
-    pad_image(x + n * s.H * s.W, buf, s.H, s.W, s.P);
-    image(buf, w, b, y, arg, relu, n, &s);
+#pragma omp parallel if (s.N > 1)
+  {
+    const long first = s.N * thread_index() / thread_count(), end = s.N * (thread_index() + 1) / thread_count();
+    float *buf = malloc(sizeof(float) * (s.H + 2 * s.P) * s.Wp);
+    if (!buf) failed = 1;
+    for (long n = first; buf && n < end; n++) {
+      pad_image(x + n * s.H * s.W, buf, s.H, s.W, s.P);
+      image(buf, w, b, y, arg, relu, n, &s);
+    }
+    free(buf);
   }
-  free(buf);
-  return 0;
+  return failed ? -1 : 0;
 }
 
+/* Each thread sums the gradients of its share of the images; the shares are then
+   added in thread order, so a given thread count always gives the same result. */
 static int backward(const float *x, const void *g, const uint8_t *arg, int bf16, int pool,
                     float *gw, float *gb, shape s) {
-  const long KK = s.K * s.K, chunks = (s.Co + 15) / 16;
+  const long KK = s.K * s.K, chunks = (s.Co + 15) / 16, per = (KK + 1) * chunks;
   const backward_fn image = PICK(backward, s.K, bf16, pool);
+  const long most = s.N > 1 ? max_threads() : 1;
+  long team = 1;
+  int failed = 0;
   if (s.K > MAXK) return -2;
-  float *buf = malloc(sizeof(float) * (s.H + 2 * s.P) * s.Wp);
-  __m512 *total = aligned_alloc(64, sizeof(__m512) * (KK + 1) * chunks);
-  if (!buf || !total) { free(buf); free(total); return -1; }
-  for (long q = 0; q < (KK + 1) * chunks; q++) total[q] = _mm512_setzero_ps();
-  for (long n = 0; n < s.N; n++) {
-    pad_image(x + n * s.H * s.W, buf, s.H, s.W, s.P);
-    for (long c0 = 0; c0 < s.Co; c0 += 16)
-      image(buf, g, arg, n, &s, c0, lanes(s.Co - c0), total + (c0 / 16) * (KK + 1));
+  __m512 *total = aligned_alloc(64, sizeof(__m512) * per * most);
+  if (!total) return -1;
+  for (long q = 0; q < per * most; q++) total[q] = _mm512_setzero_ps();
+#pragma omp parallel if (s.N > 1) num_threads(most)
+  {
+    const long t = thread_index(), nt = thread_count();
+    const long first = s.N * t / nt, end = s.N * (t + 1) / nt;
+    float *buf = malloc(sizeof(float) * (s.H + 2 * s.P) * s.Wp);
+    if (t == 0) team = nt;
+    if (!buf) failed = 1;
+    for (long n = first; buf && n < end; n++) {
+      pad_image(x + n * s.H * s.W, buf, s.H, s.W, s.P);
+      for (long c0 = 0; c0 < s.Co; c0 += 16)
+        image(buf, g, arg, n, &s, c0, lanes(s.Co - c0), total + t * per + (c0 / 16) * (KK + 1));
+    }
+    free(buf);
   }
+  for (long t = 1; t < team; t++)
+    for (long q = 0; q < per; q++) total[q] = _mm512_add_ps(total[q], total[t * per + q]);
   for (long c0 = 0; c0 < s.Co; c0 += 16) {
     const __m512 *tw = total + (c0 / 16) * (KK + 1);
     float lane[16];
@@ -283,8 +318,7 @@ static int backward(const float *x, const void *g, const uint8_t *arg, int bf16,
     if (gb) _mm512_mask_storeu_ps(gb + c0, lanes(s.Co - c0), tw[KK]);
   }
   free(total);
-  free(buf);
-  return 0;
+  return failed ? -1 : 0;
 }
 
 #else /* plain C: the channel loops are what the compiler vectorises */

@@ -6,7 +6,8 @@
    gives four 16-bit slices; an element is kept when its slice, read as a signed 16-bit
    integer, is at least `threshold` (p quantised to 1/65,536, as cnnlab's torch
    fallback). The seed is drawn from torch's generator by the caller, so
-   torch.manual_seed makes the masks repeatable. */
+   torch.manual_seed makes the masks repeatable; since each word depends on its index
+   alone, sharing the words among threads (OpenMP, see conv1.c) changes nothing. */
 #include <stdint.h>
 
 static inline uint64_t mix64(uint64_t z) {
@@ -20,6 +21,7 @@ static inline uint64_t mix64(uint64_t z) {
 #define DROPOUT_MASK(NAME, T)                                                          \
   void NAME(T *out, long n, uint64_t seed, int threshold, T scale) {                 \
     long words = n / 4;                                                              \
+    _Pragma("omp parallel for schedule(static) if (n >= 65536)")                     \
     for (long w = 0; w < words; w++) {                                               \
       uint64_t z = mix64(seed + (uint64_t)(w + 1) * GAMMA);                          \
       for (int s = 0; s < 4; s++)                                                    \

@@ -16,6 +16,10 @@
 #include <stdint.h>
 #include <immintrin.h>
 
+/* Built with OpenMP (see conv1.c), the images are shared among torch's threads when
+   there are enough of them to pay for waking a thread. */
+#define PARALLEL_OVER_IMAGES _Pragma("omp parallel for schedule(static) if (N * H * W * C >= 65536)")
+
 /* Offsets of output (n, i, j) and of its top-left input, in elements. */
 #define OUT_AT(n, i, j) ((((n) * h + (i)) * w + (j)) * C)
 #define IN_AT(n, i, j) ((((n) * H + 2 * (i)) * W + 2 * (j)) * C)
@@ -36,6 +40,7 @@ static inline __mmask16 tail16(long left) { return left >= 16 ? 0xFFFF : (__mmas
 void pool2_forward_bf16(const uint16_t *x, uint16_t *y, uint8_t *arg,
                         long N, long H, long W, long C, int relu) {
   const long h = H / 2, w = W / 2, row = W * C;
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++)
@@ -68,6 +73,7 @@ void pool2_forward_bf16(const uint16_t *x, uint16_t *y, uint8_t *arg,
 void pool2_backward_bf16(const uint16_t *g, const uint8_t *arg, uint16_t *gx,
                          long N, long H, long W, long C) {
   const long h = H / 2, w = W / 2, row = W * C;
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++)
@@ -87,6 +93,7 @@ void pool2_backward_bf16(const uint16_t *g, const uint8_t *arg, uint16_t *gx,
 void pool2_forward_f32(const uint32_t *x, uint32_t *y, uint8_t *arg,
                        long N, long H, long W, long C, int relu) {
   const long h = H / 2, w = W / 2, row = W * C;
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++)
@@ -119,6 +126,7 @@ void pool2_forward_f32(const uint32_t *x, uint32_t *y, uint8_t *arg,
 void pool2_backward_f32(const uint32_t *g, const uint8_t *arg, uint32_t *gx,
                         long N, long H, long W, long C) {
   const long h = H / 2, w = W / 2, row = W * C;
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++)
@@ -167,6 +175,7 @@ void pool2_forward_bf16(const uint16_t *x, uint16_t *y, uint8_t *arg,
                         long N, long H, long W, long C, int relu) {
   const long h = H / 2, w = W / 2, row = W * C;
   const __m256i one = _mm256_set1_epi16(1), two = _mm256_set1_epi16(2), four = _mm256_set1_epi16(4);
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++) {
@@ -208,6 +217,7 @@ void pool2_forward_f32(const uint32_t *x, uint32_t *y, uint8_t *arg,
                        long N, long H, long W, long C, int relu) {
   const long h = H / 2, w = W / 2, row = W * C;
   const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2), four = _mm256_set1_epi32(4);
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++) {
@@ -247,6 +257,7 @@ void pool2_forward_f32(const uint32_t *x, uint32_t *y, uint8_t *arg,
 void pool2_backward_bf16(const uint16_t *g, const uint8_t *arg, uint16_t *gx,
                          long N, long H, long W, long C) {
   const long h = H / 2, w = W / 2, row = W * C;
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++) {
@@ -270,6 +281,7 @@ void pool2_backward_bf16(const uint16_t *g, const uint8_t *arg, uint16_t *gx,
 void pool2_backward_f32(const uint32_t *g, const uint8_t *arg, uint32_t *gx,
                         long N, long H, long W, long C) {
   const long h = H / 2, w = W / 2, row = W * C;
+  PARALLEL_OVER_IMAGES
   for (long n = 0; n < N; n++)
     for (long i = 0; i < h; i++)
       for (long j = 0; j < w; j++) {

@@ -1,7 +1,9 @@
 """Build and load the C kernels: compiled once per machine into a cache folder.
 
-Every ``*.c`` file beside this module goes into one shared library. It is compiled with ``cc -O3 -march=native`` (``$CC`` overrides the compiler),
-so it is tuned to the CPU it runs on and cached under a name that hashes the source, the
+Every ``*.c`` file beside this module goes into one shared library. It is compiled with
+``cc -O3 -march=native`` (``$CC`` overrides the compiler), and ``-fopenmp`` where torch's
+OpenMP runtime is GNU libgomp (as in the PyPI wheels): the library then links to the
+libgomp torch has already loaded and its threads are torch's. It is tuned to the CPU it runs on and cached under a name that hashes the source, the
 compiler command and the CPU's model and flags; a cache folder shared between different
 machines therefore never hands one machine another's binary. The compiler writes to a
 temporary file that is renamed into place, so a crash or a concurrent build never leaves
@@ -59,18 +61,36 @@ def _supported() -> str | None:
     return None
 
 
-def _flags() -> list[str]:
-    return FLAGS + os.environ.get("CNNLAB_CFLAGS", "").split()
+def _flags(openmp: bool = False) -> list[str]:
+    return FLAGS + (["-fopenmp"] if openmp else []) + os.environ.get("CNNLAB_CFLAGS", "").split()
 
 
-def _compile(compiler: str, target: Path) -> str | None:
+def _torch_openmp_is_libgomp() -> bool:
+    """Whether the OpenMP runtime in this process (torch's) is GNU libgomp: a library
+    built with ``-fopenmp`` then shares torch's threads instead of bringing its own."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    return "libgomp" in maps and "libiomp" not in maps and "libomp.so" not in maps
+
+
+def _target(compiler: str, openmp: bool) -> Path:
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.name.encode() + source.read_bytes())
+    digest.update(" ".join([compiler, *_flags(openmp)]).encode() + _cpu_signature().encode())
+    return cache_dir() / f"cnnlab-kernels-{digest.hexdigest()[:16]}.so"
+
+
+def _compile(compiler: str, target: Path, openmp: bool = False) -> str | None:
     """Compile SOURCES into ``target`` atomically; an error message, or None on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         done = subprocess.run(
-            [compiler, *_flags(), *map(str, SOURCES), "-o", tmp],
+            [compiler, *_flags(openmp), *map(str, SOURCES), "-o", tmp],
             capture_output=True,
             text=True,
             timeout=120,
@@ -129,11 +149,13 @@ def load() -> ctypes.CDLL | None:
     if not compiler:
         _reason = "no C compiler (cc or $CC) found"
         return None
-    digest = hashlib.sha256()
-    for source in SOURCES:
-        digest.update(source.name.encode() + source.read_bytes())
-    digest.update(" ".join([compiler, *_flags()]).encode() + _cpu_signature().encode())
-    target = cache_dir() / f"cnnlab-kernels-{digest.hexdigest()[:16]}.so"
+    # With OpenMP where torch's runtime is libgomp; without where that is not so, or
+    # where the compiler cannot (the failed attempt leaves the plain build to be found).
+    target = _target(compiler, openmp=False)
+    if _torch_openmp_is_libgomp() and not target.exists():
+        threaded = _target(compiler, openmp=True)
+        if threaded.exists() or _compile(compiler, threaded, openmp=True) is None:
+            target = threaded
     if not target.exists():
         error = _compile(compiler, target)
         if error:

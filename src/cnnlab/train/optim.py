@@ -79,7 +79,7 @@ class _LeanFusedStep(torch.optim.Optimizer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lists: list[tuple[dict[str, Any], list, list, list, list]] | None = None
+        self._lists: list[tuple[dict[str, Any], list, list, list, Any]] | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore torch's state dict, then rebuild the kept lists on the next step."""
@@ -91,7 +91,7 @@ class _LeanFusedStep(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._lists = None
 
-    def _build_lists(self) -> list[tuple[dict[str, Any], list, list, list, list]] | None:
+    def _build_lists(self) -> list[tuple[dict[str, Any], list, list, list, Any]] | None:
         lists = []
         for group in self.param_groups:
             if not group.get("fused") or group["amsgrad"] or group["maximize"]:
@@ -110,8 +110,14 @@ class _LeanFusedStep(torch.optim.Optimizer):
                 return None
             moments = [st["exp_avg"] for st in states]
             squares = [st["exp_avg_sq"] for st in states]
-            steps = [st["step"] for st in states]
-            lists.append((group, params, moments, squares, steps))
+            # The step counters become views of one tensor, so one add_ counts them all
+            # (and torch's own step, which adds to each view, still counts each once).
+            counters = torch.stack([st["step"].detach() for st in states])
+            for i, st in enumerate(states):
+                st["step"] = counters[i]
+            lists.append(
+                (group, params, moments, squares, (counters, [st["step"] for st in states]))
+            )
         return lists
 
     @torch.no_grad()
@@ -128,17 +134,17 @@ class _LeanFusedStep(torch.optim.Optimizer):
         if not lean or self._lists is None:
             return super().step(closure)
         work = []
-        for group, params, moments, squares, steps in self._lists:
+        for group, params, moments, squares, counters in self._lists:
             grads = [p.grad for p in params]
             if any(g is None for g in grads):
                 self._lists = None
                 return super().step(closure)
-            work.append((group, params, grads, moments, squares, steps))
-        for group, params, grads, moments, squares, steps in work:
+            work.append((group, params, grads, moments, squares, counters))
+        for group, params, grads, moments, squares, (counters, steps) in work:
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
+            counters.add_(1)
             self._kernel(
                 params,
                 grads,

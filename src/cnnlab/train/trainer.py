@@ -128,6 +128,36 @@ def predict_proba(
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+class _EpochMetrics:
+    """Mean loss and accuracy of the training batches of one epoch."""
+
+    def __init__(self, steps: int, samples: int, device: torch.device) -> None:
+        self.losses = torch.zeros(steps, device=device)
+        self.predicted = torch.empty(samples, dtype=torch.long, device=device)
+        self.labels: list[torch.Tensor] = []
+        self.counts: list[int] = []
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Record one batch: its mean loss, its logits' predictions and its labels."""
+        seen, n = self.seen, labels.shape[0]
+        self.losses[len(self.counts)] = loss
+        torch.argmax(logits, 1, out=self.predicted[seen : seen + n])
+        self.labels.append(labels)
+        self.counts.append(n)
+        self.seen += n
+
+    def result(self) -> dict[str, float]:
+        """``loss`` and ``accuracy`` over the batches recorded so far."""
+        seen = self.seen
+        if not seen:
+            return {"loss": 0.0, "accuracy": 0.0}
+        counts = torch.tensor(self.counts, dtype=torch.float32, device=self.losses.device)
+        loss = (self.losses[: len(self.counts)] * counts).sum() / seen
+        hits = (self.predicted[:seen] == torch.cat(self.labels)).sum()
+        return {"loss": loss.item(), "accuracy": hits.item() / seen}
+
+
 class Trainer:
     """Fit, evaluate and predict with a classifier that outputs logits.
 
@@ -348,26 +378,20 @@ class Trainer:
         self.model.train()
         bar = ProgressBar(len(batches), self.epoch + 1, final_epoch, enabled=self.progress)
         self._bar = bar
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
+        # Each step writes its loss and predictions into buffers (two operations, not
+        # the five of running sums); the epoch's figures are computed once at the end.
+        metrics = _EpochMetrics(len(batches), batches.num_samples, self.device)
         start = time.perf_counter()
         for i, (xb, yb) in enumerate(batches, 1):
             if self.total_steps and self.step >= self.total_steps:
                 break
             self._set_lr(factor(self.step))
             loss, logits = self.train_step(xb, yb)
-            n = yb.shape[0]
-            seen += n
-            loss_sum += loss * n
-            correct += (logits.argmax(1) == yb).sum()
+            metrics.add(loss, logits, yb)
             if bar.due(i):  # a terminal redraw, at most ~10 a second
-                bar.update(
-                    i, {"loss": (loss_sum / seen).item(), "accuracy": (correct / seen).item()}
-                )
+                bar.update(i, metrics.result())
         return {
-            "loss": (loss_sum / max(1, seen)).item(),
-            "accuracy": (correct.float() / max(1, seen)).item(),
+            **metrics.result(),
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - start,
         }
