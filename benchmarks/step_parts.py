@@ -1,7 +1,13 @@
 """Two parts of a training step that cnnlab replaced, timed against torch's defaults.
 
-- **Optimizer step**: Adam over a model's parameters (with gradients), the fused
-  implementation (what cnnlab uses) against the foreach one.
+- **Optimizer step**: Adam over a model's parameters (with gradients): torch's foreach
+  and fused implementations, and cnnlab's ``LeanAdam`` (torch's fused kernel, called with
+  lists kept between steps), which ``cnnlab train`` uses.
+- **First convolution**: forward and backward of each tutorial network's first layer (one
+  input channel) and the ReLU and 2×2 max pooling after it, at the tutorial's batch size
+  under bf16 autocast: as the training loop ran it before (torch's convolution, oneDNN,
+  then :func:`~cnnlab.train.fusion.fuse_pooling`'s pooling) against
+  :func:`~cnnlab.train.fastpath.fast_forward`'s :func:`cnnlab.kernels.conv1_pool`.
 - **Dropout**: the training-mode forward of cnnlab's :class:`~cnnlab.models.layers.Dropout`
   (a mask from 16-bit slices of random int64 words) against ``torch.nn.functional.dropout``
   on the same activations.
@@ -23,9 +29,13 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cnnlab.models import create_model
 from cnnlab.models.layers import Dropout
+from cnnlab.train.fastpath import fast_forward
+from cnnlab.train.fusion import fuse_pooling
+from cnnlab.train.optim import make_optimizer
 
 
 def per_call_ms(fn: Callable[[], object], calls: int, repeats: int) -> float:
@@ -41,14 +51,47 @@ def per_call_ms(fn: Callable[[], object], calls: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def adam_step(model_id: str, fused: bool) -> Callable[[], object]:
-    """One Adam step over ``model_id``'s parameters, with fixed random gradients."""
+def adam_step(model_id: str, kind: str) -> Callable[[], object]:
+    """One Adam step over ``model_id``'s parameters, with fixed random gradients:
+    ``kind`` is ``foreach`` or ``fused`` (torch's) or ``lean`` (cnnlab's)."""
     params = list(create_model(model_id).parameters())
     for p in params:
         p.grad = torch.randn_like(p)
-    kind = {"fused": True} if fused else {"foreach": True}
-    opt = torch.optim.Adam(params, lr=1e-3, **kind)
+    if kind == "lean":
+        return make_optimizer("adam", params, 1e-3).step
+    opt = torch.optim.Adam(params, lr=1e-3, **{kind: True})
     return opt.step
+
+
+#: the tutorials' first layers: model -> (batch, output channels, kernel, padding)
+FIRST_LAYERS = {
+    "seed000-cnn": (64, 16, 3, 1),
+    "seed002-cnn": (200, 16, 5, 2),
+    "seed003-deep-mnist": (50, 32, 5, 2),
+    "seed004-lenet-max": (64, 6, 3, 1),
+}
+
+
+def first_layer(model_id: str, native: bool) -> Callable[[], object]:
+    """Forward and backward of ``model_id``'s first convolution with ReLU and pooling:
+    as the training loop ran it before the native convolution (torch's convolution,
+    then :func:`~cnnlab.train.fusion.fuse_pooling`'s pooling), or as it runs it now."""
+    batch, channels, k, padding = FIRST_LAYERS[model_id]
+    torch.manual_seed(0)
+    layers = nn.Sequential(nn.Conv2d(1, channels, k, padding=padding), nn.ReLU(), nn.MaxPool2d(2))
+    layers = layers.to(memory_format=torch.channels_last)
+    forward = fast_forward(layers) if native else fuse_pooling(layers)
+    x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    side = (28 + 2 * padding - k + 1) // 2
+    grad = torch.randn(batch, channels, side, side).to(torch.bfloat16)
+    grad = grad.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = forward(x)
+        y.backward(grad)
+
+    return step
 
 
 def main() -> None:
@@ -66,10 +109,13 @@ def main() -> None:
     x = torch.randn(*args.dropout_shape)
     ours = Dropout(args.p).train()
     rows = [
-        (f"Adam step, {args.model} ({n_params:,} parameters), foreach",
-         per_call_ms(adam_step(args.model, fused=False), args.calls, args.repeats)),
-        (f"Adam step, {args.model} ({n_params:,} parameters), fused",
-         per_call_ms(adam_step(args.model, fused=True), args.calls, args.repeats)),
+        *((f"Adam step, {args.model} ({n_params:,} parameters), {kind}",
+           per_call_ms(adam_step(args.model, kind), args.calls, args.repeats))
+          for kind in ("foreach", "fused", "lean")),
+        *((f"first convolution + pooling of {model}, {name}",
+           per_call_ms(first_layer(model, native), args.calls, args.repeats))
+          for model in FIRST_LAYERS
+          for name, native in (("torch + fused pooling", False), ("cnnlab conv1_pool", True))),
         (f"dropout p={args.p} on {tuple(x.shape)}, torch F.dropout",
          per_call_ms(lambda: F.dropout(x, args.p, True), args.calls, args.repeats)),
         (f"dropout p={args.p} on {tuple(x.shape)}, cnnlab Dropout",

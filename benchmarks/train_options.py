@@ -6,12 +6,16 @@ training step (augmentation off, batches sliced from a device-resident uint8 ten
 MNIST-shaped images): ``--steps`` steps after ``--warmup`` untimed steps (which also
 absorb ``torch.compile``'s compilation). Variants run interleaved, repeat by repeat, so
 machine noise hits all of them; the median images per second over ``--repeats`` is
-reported with the ratio to the fp32 contiguous baseline.
+reported with the ratio to the fp32 contiguous baseline (or, without it, to the first
+variant asked for).
 
 Variants: ``fp32`` (contiguous NCHW), ``fp32 channels-last``, ``bf16 channels-last``
-(autocast; weights stay fp32), the last two again with ``fused`` activation and pooling
-(:mod:`cnnlab.train.fusion`, the default; the others turn it off), ``fp32 compile`` and
-``bf16 channels-last compile``.
+(autocast; weights stay fp32), the last two again with ``pool-fused`` (only activation
+and pooling fused, :func:`cnnlab.train.fusion.fuse_pooling`) and ``fused`` (the whole
+:func:`cnnlab.train.fastpath.fast_forward` view, the default: native first convolution
+with its pooling, small linear layers in fp32 as well), ``fp32 compile`` and
+``bf16 channels-last compile``. All but ``fused`` and the compiled ones train the model
+as it is.
 
     python benchmarks/train_options.py --out train_options.json
     python benchmarks/train_options.py --models seed000-cnn vgg-bn --repeats 3
@@ -33,6 +37,7 @@ from cnnlab.data.loader import Preprocess, TensorBatches
 from cnnlab.models import get_model_spec
 from cnnlab.runs import build_model
 from cnnlab.train import Trainer
+from cnnlab.train.fusion import fuse_pooling
 
 #: model -> batch size (the tutorial's, or the recipe's for cnnlab's own models)
 MODELS = {
@@ -47,6 +52,8 @@ VARIANTS = {
     "fp32": {"precision": "fp32", "channels_last": False, "fuse": False},
     "fp32 channels-last": {"precision": "fp32", "channels_last": True, "fuse": False},
     "bf16 channels-last": {"precision": "bf16", "channels_last": True, "fuse": False},
+    "fp32 channels-last pool-fused": {"precision": "fp32", "channels_last": True, "fuse": "pool"},
+    "bf16 channels-last pool-fused": {"precision": "bf16", "channels_last": True, "fuse": "pool"},
     "fp32 channels-last fused": {"precision": "fp32", "channels_last": True, "fuse": True},
     "bf16 channels-last fused": {"precision": "bf16", "channels_last": True, "fuse": True},
     "fp32 compile": {"precision": "fp32", "channels_last": False, "compile": True},
@@ -58,15 +65,19 @@ def make_trainer(model_id: str, options: dict[str, Any]) -> Trainer:
     spec = get_model_spec(model_id)
     torch.manual_seed(0)
     model = build_model(spec, 10, {})
-    return Trainer(
+    pool_only = options.get("fuse") == "pool"
+    trainer = Trainer(
         model,
         preprocess=Preprocess(spec.input_size, spec.fit),
         optimizer=spec.recipe.get("optimizer", "adam"),
         lr=spec.recipe.get("lr"),
         device="cpu",
         progress=False,
-        **options,
+        **{**options, "fuse": bool(options.get("fuse")) and not pool_only},
     )
+    if pool_only:
+        trainer.forward = fuse_pooling(trainer.model)
+    return trainer
 
 
 def images_per_second(trainer: Trainer, batch: int, steps: int, warmup: int) -> float:
@@ -111,10 +122,11 @@ def main() -> None:
                 trainer = make_trainer(model_id, VARIANTS[variant])
                 rates[variant].append(images_per_second(trainer, batch, args.steps, args.warmup))
         medians = {v: machine.median(r) for v, r in rates.items()}
-        base = medians.get("fp32") or next(iter(medians.values()))
+        base_name = "fp32" if "fp32" in medians else next(iter(medians))
+        base = medians[base_name]
         report["results"][model_id] = {"batch": batch, "images_per_second": rates}
         print(f"\n{model_id} (batch {batch}): median images/s over {args.repeats} repeats")
-        print("| variant | images/s | vs fp32 |")
+        print(f"| variant | images/s | vs {base_name} |")
         print("| --- | ---: | ---: |")
         for v, m in medians.items():
             print(f"| {v} | {m:,.0f} | {m / base:.2f}× |")
