@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from cnnlab.kernels import conv1, conv1_pool
 from cnnlab.kernels.conv import autocast_dtype
-from cnnlab.train.fusion import MaxPool2Act, fuse_pooling
+from cnnlab.train.fusion import MaxPool2Act, fuse_pooling, rewrite_sequential
 
 #: Multiply-adds per call (batch × inputs × outputs) below which a linear layer runs in
 #: fp32 under CPU autocast. Around 10 million, bf16 and fp32 took the same time on the
@@ -95,36 +95,19 @@ class SmallLinear(nn.Module):
         return self.linear(x)
 
 
-def _faster(children: list[nn.Module]) -> list[nn.Module]:
-    out: list[nn.Module] = []
-    i = 0
-    while i < len(children):
-        m = children[i]
-        nxt = children[i + 1] if i + 1 < len(children) else None
-        if is_one_channel_conv(m) and isinstance(nxt, MaxPool2Act):
-            out.append(OneChannelConvPool(m, nxt))  # type: ignore[arg-type]
-            i += 2
-            continue
-        if is_one_channel_conv(m):
-            out.append(OneChannelConv(m))  # type: ignore[arg-type]
-        elif type(m) is nn.Linear:
-            out.append(SmallLinear(m))
-        elif isinstance(m, nn.Sequential):
-            out.append(fast_forward(m))
-        else:
-            out.append(m)
-        i += 1
-    return out
+def _fast_rule(m: nn.Module, nxt: nn.Module | None) -> tuple[nn.Module, int]:
+    if is_one_channel_conv(m) and isinstance(nxt, MaxPool2Act):
+        return OneChannelConvPool(m, nxt), 2  # type: ignore[arg-type]
+    if is_one_channel_conv(m):
+        return OneChannelConv(m), 1  # type: ignore[arg-type]
+    if type(m) is nn.Linear:
+        return SmallLinear(m), 1
+    if isinstance(m, nn.Sequential):
+        return fast_forward(m), 1
+    return m, 1
 
 
 def fast_forward(model: nn.Module) -> nn.Module:
     """The view of ``model`` described in the module docstring, or ``model`` itself when
     nothing in it changes."""
-    fused = fuse_pooling(model)
-    if not isinstance(fused, nn.Sequential) or type(fused).forward is not nn.Sequential.forward:
-        return fused
-    children = list(fused.children())
-    faster = _faster(children)
-    if len(faster) == len(children) and all(a is b for a, b in zip(faster, children, strict=True)):
-        return fused
-    return nn.Sequential(*faster)
+    return rewrite_sequential(fuse_pooling(model), _fast_rule)

@@ -15,6 +15,8 @@ used as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from cnnlab.kernels import max_pool2
@@ -49,34 +51,40 @@ def is_pool2(m: nn.Module) -> bool:
     )
 
 
-def _fuse_sequence(children: list[nn.Module]) -> list[nn.Module]:
+#: A rewrite rule: a layer and the one after it (None at the end) -> the replacement and
+#: how many layers it takes (1 or 2).
+Rule = Callable[[nn.Module, nn.Module | None], tuple[nn.Module, int]]
+
+
+def rewrite_sequential(model: nn.Module, rule: Rule) -> nn.Module:
+    """``model`` with its layers rewritten by ``rule``, walked in order; ``model`` itself
+    when nothing changes, or when it is not a plain ``nn.Sequential`` (a forward of its
+    own: the call order of its children is unknown). Parameters stay shared."""
+    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+        return model
+    children = list(model.children())
     out: list[nn.Module] = []
     i = 0
     while i < len(children):
-        m = children[i]
-        nxt = children[i + 1] if i + 1 < len(children) else None
-        if isinstance(m, MONOTONIC) and nxt is not None and is_pool2(nxt):
-            out.append(MaxPool2Act(m))
-            i += 2
-        elif is_pool2(m) and isinstance(nxt, MONOTONIC):
-            out.append(MaxPool2Act(nxt))
-            i += 2
-        elif is_pool2(m):
-            out.append(MaxPool2Act())
-            i += 1
-        else:
-            out.append(fuse_pooling(m))
-            i += 1
-    return out
+        replacement, taken = rule(children[i], children[i + 1] if i + 1 < len(children) else None)
+        out.append(replacement)
+        i += taken
+    if len(out) == len(children) and all(a is b for a, b in zip(out, children, strict=True)):
+        return model
+    return nn.Sequential(*out)
+
+
+def _pooling_rule(m: nn.Module, nxt: nn.Module | None) -> tuple[nn.Module, int]:
+    if isinstance(m, MONOTONIC) and nxt is not None and is_pool2(nxt):
+        return MaxPool2Act(m), 2
+    if is_pool2(m) and isinstance(nxt, MONOTONIC):
+        return MaxPool2Act(nxt), 2
+    if is_pool2(m):
+        return MaxPool2Act(), 1
+    return fuse_pooling(m), 1
 
 
 def fuse_pooling(model: nn.Module) -> nn.Module:
     """``model``, or an ``nn.Sequential`` over its own layers with activation-and-pooling
     pairs fused (see the module docstring); nested ``nn.Sequential``s are fused too."""
-    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
-        return model  # a forward of its own: the call order of its children is unknown
-    children = list(model.children())
-    fused = _fuse_sequence(children)
-    if len(fused) == len(children) and all(a is b for a, b in zip(fused, children, strict=True)):
-        return model
-    return nn.Sequential(*fused)
+    return rewrite_sequential(model, _pooling_rule)

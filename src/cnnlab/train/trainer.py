@@ -239,7 +239,6 @@ class Trainer:
         self.preprocess = preprocess or Preprocess()
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.schedule = schedule
         self.labels = labels
         self.label_smoothing = label_smoothing
@@ -363,8 +362,9 @@ class Trainer:
         with self.autocast():
             logits = self.forward(x)
             loss = self._loss(logits.float(), y)
-        for p in self._params:  # zero_grad(set_to_none=True), without its bookkeeping
-            p.grad = None
+        for group in self.optimizer.param_groups:  # zero_grad(set_to_none=True), lean
+            for p in group["params"]:
+                p.grad = None
         loss.backward()
         self.optimizer.step()
         self.step += 1
