@@ -7,9 +7,8 @@ ways to run it:
 - ``eager``: the PyTorch module, ``model.eval()``, under ``torch.inference_mode()``;
 - ``eager channels_last``: the same with the weights and the preprocessed input in
   ``torch.channels_last`` memory format;
-- ``eager channels_last fused``: that, through :func:`cnnlab.train.fusion.fuse_pooling`
-  (activation and 2×2 max pooling in one pass; what ``cnnlab evaluate``, ``predict`` and
-  ``serve`` run);
+- ``eager channels_last speed-up``: that, through the speed layer's view of the model,
+  :func:`cnnlab.speed.speed_up` (what ``cnnlab evaluate``, ``predict`` and ``serve`` run);
 - ``onnxruntime``: the ONNX file ``cnnlab export`` writes (``torch.onnx.export``, opset
   18), in an onnxruntime CPU session with all graph optimisations.
 
@@ -41,17 +40,17 @@ from torch import nn
 
 from cnnlab.data.loader import Preprocess
 from cnnlab.export import ExportedModel, onnx_session, write_onnx
-from cnnlab.train.fusion import fuse_pooling
+from cnnlab.speed import speed_up
 
 
 class ChannelsLast(nn.Module):
     """Preprocess, then run the model on a channels-last input (weights converted too),
-    optionally through the fused activation-and-pooling view of the model."""
+    optionally through the speed layer's view of the model."""
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess, fuse: bool = False) -> None:
+    def __init__(self, model: nn.Module, preprocess: Preprocess, fast: bool = False) -> None:
         super().__init__()
         model = model.to(memory_format=torch.channels_last)
-        self.model = fuse_pooling(model) if fuse else model
+        self.model = speed_up(model) if fast else model
         self.preprocess = preprocess
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -130,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     import copy
 
     channels_last = ChannelsLast(copy.deepcopy(model), preprocess).eval()
-    fused = ChannelsLast(copy.deepcopy(model), preprocess, fuse=True).eval()
+    fast = ChannelsLast(copy.deepcopy(model), preprocess, fast=True).eval()
     ways: dict[str, Callable[[torch.Tensor], Any]] = {
         "eager": eager,
         "eager channels_last": channels_last,
-        "eager channels_last fused": fused,
+        "eager channels_last speed-up": fast,
     }
 
     results: dict[str, Any] = {

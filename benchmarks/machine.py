@@ -95,10 +95,10 @@ def describe(script: str, argv: list[str] | None = None) -> dict[str, Any]:
 
 def _native_status() -> str | None:
     try:
-        from cnnlab.kernels import native_status
+        from cnnlab.speed import status
     except ImportError:
         return None
-    return native_status()
+    return status()
 
 
 def _cnnlab_version() -> str | None:

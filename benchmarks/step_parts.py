@@ -6,11 +6,12 @@
 - **First convolution**: forward and backward of each tutorial network's first layer (one
   input channel) and the ReLU and 2×2 max pooling after it, at the tutorial's batch size
   under bf16 autocast: as the training loop ran it before (torch's convolution, oneDNN,
-  then :func:`~cnnlab.train.fusion.fuse_pooling`'s pooling) against
-  :func:`~cnnlab.train.fastpath.fast_forward`'s :func:`cnnlab.kernels.conv1_pool`.
-- **Dropout**: the training-mode forward of cnnlab's :class:`~cnnlab.models.layers.Dropout`
-  (a mask from 16-bit slices of random int64 words) against ``torch.nn.functional.dropout``
-  on the same activations.
+  then the speed layer's native pooling, ``speed_up(layers, rules={"pooling"})``)
+  against the whole speed layer's :func:`cnnlab.speed.conv.conv1_pool`.
+- **Dropout**: the training-mode forward of the speed layer's
+  :class:`~cnnlab.speed.modules.FastDropout` (its mask in one native pass, or from 16-bit
+  slices of random int64 words without the native kernels) against
+  ``torch.nn.functional.dropout`` on the same activations.
 
 Each is the median of ``--repeats`` loops of ``--calls`` calls after a warm-up, in
 milliseconds per call. The defaults: Adam over ``seed003-deep-mnist`` (3.27 M parameters),
@@ -32,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models import create_model
-from cnnlab.models.layers import Dropout
-from cnnlab.train.fastpath import fast_forward
-from cnnlab.train.fusion import fuse_pooling
+from cnnlab.speed import speed_up
+from cnnlab.speed.modules import FastDropout
 from cnnlab.train.optim import make_optimizer
 
 
@@ -75,12 +75,12 @@ FIRST_LAYERS = {
 def first_layer(model_id: str, native: bool) -> Callable[[], object]:
     """Forward and backward of ``model_id``'s first convolution with ReLU and pooling:
     as the training loop ran it before the native convolution (torch's convolution,
-    then :func:`~cnnlab.train.fusion.fuse_pooling`'s pooling), or as it runs it now."""
+    then the native pooling), or as it runs it now."""
     batch, channels, k, padding = FIRST_LAYERS[model_id]
     torch.manual_seed(0)
     layers = nn.Sequential(nn.Conv2d(1, channels, k, padding=padding), nn.ReLU(), nn.MaxPool2d(2))
     layers = layers.to(memory_format=torch.channels_last)
-    forward = fast_forward(layers) if native else fuse_pooling(layers)
+    forward = speed_up(layers) if native else speed_up(layers, rules={"pooling"})
     x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     side = (28 + 2 * padding - k + 1) // 2
     grad = torch.randn(batch, channels, side, side).to(torch.bfloat16)
@@ -107,7 +107,7 @@ def main() -> None:
 
     n_params = sum(p.numel() for p in create_model(args.model).parameters())
     x = torch.randn(*args.dropout_shape)
-    ours = Dropout(args.p).train()
+    ours = FastDropout(nn.Dropout(args.p)).train()
     rows = [
         *((f"Adam step, {args.model} ({n_params:,} parameters), {kind}",
            per_call_ms(adam_step(args.model, kind), args.calls, args.repeats))
@@ -115,10 +115,10 @@ def main() -> None:
         *((f"first convolution + pooling of {model}, {name}",
            per_call_ms(first_layer(model, native), args.calls, args.repeats))
           for model in FIRST_LAYERS
-          for name, native in (("torch + fused pooling", False), ("cnnlab conv1_pool", True))),
+          for name, native in (("torch + native pooling", False), ("cnnlab conv1_pool", True))),
         (f"dropout p={args.p} on {tuple(x.shape)}, torch F.dropout",
          per_call_ms(lambda: F.dropout(x, args.p, True), args.calls, args.repeats)),
-        (f"dropout p={args.p} on {tuple(x.shape)}, cnnlab Dropout",
+        (f"dropout p={args.p} on {tuple(x.shape)}, cnnlab FastDropout",
          per_call_ms(lambda: ours(x), args.calls, args.repeats)),
     ]  # fmt: skip
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "

@@ -10,12 +10,13 @@ reported with the ratio to the fp32 contiguous baseline (or, without it, to the 
 variant asked for).
 
 Variants: ``fp32`` (contiguous NCHW), ``fp32 channels-last``, ``bf16 channels-last``
-(autocast; weights stay fp32), the last two again with ``pool-fused`` (only activation
-and pooling fused, :func:`cnnlab.train.fusion.fuse_pooling`) and ``fused`` (the whole
-:func:`cnnlab.train.fastpath.fast_forward` view, the default: native first convolution
-with its pooling, small linear layers in fp32 as well), ``fp32 compile`` and
-``bf16 channels-last compile``. All but ``fused`` and the compiled ones train the model
-as it is.
+(autocast; weights stay fp32), the last two again with ``pooling`` (only the speed
+layer's pooling rule: activation and 2×2 max pooling in one native pass,
+``speed_up(model, rules={"pooling"})``) and ``speed-up`` (the whole speed layer,
+:func:`cnnlab.speed.speed_up`, the default: native first convolution with its pooling,
+small linear layers in fp32, the cheaper dropout mask as well), ``fp32 compile`` and
+``bf16 channels-last compile``. All but ``pooling``, ``speed-up`` and the compiled ones
+train the model as it is.
 
     python benchmarks/train_options.py --out train_options.json
     python benchmarks/train_options.py --models seed000-cnn vgg-bn --repeats 3
@@ -36,8 +37,8 @@ import cnnlab
 from cnnlab.data.loader import Preprocess, TensorBatches
 from cnnlab.models import get_model_spec
 from cnnlab.runs import build_model
+from cnnlab.speed import speed_up
 from cnnlab.train import Trainer
-from cnnlab.train.fusion import fuse_pooling
 
 #: model -> batch size (the tutorial's, or the recipe's for cnnlab's own models)
 MODELS = {
@@ -49,13 +50,13 @@ MODELS = {
     "vgg-bn": 128,
 }
 VARIANTS = {
-    "fp32": {"precision": "fp32", "channels_last": False, "fuse": False},
-    "fp32 channels-last": {"precision": "fp32", "channels_last": True, "fuse": False},
-    "bf16 channels-last": {"precision": "bf16", "channels_last": True, "fuse": False},
-    "fp32 channels-last pool-fused": {"precision": "fp32", "channels_last": True, "fuse": "pool"},
-    "bf16 channels-last pool-fused": {"precision": "bf16", "channels_last": True, "fuse": "pool"},
-    "fp32 channels-last fused": {"precision": "fp32", "channels_last": True, "fuse": True},
-    "bf16 channels-last fused": {"precision": "bf16", "channels_last": True, "fuse": True},
+    "fp32": {"precision": "fp32", "channels_last": False, "speed_up": False},
+    "fp32 channels-last": {"precision": "fp32", "channels_last": True, "speed_up": False},
+    "bf16 channels-last": {"precision": "bf16", "channels_last": True, "speed_up": False},
+    "fp32 channels-last pooling": {"precision": "fp32", "channels_last": True, "speed_up": "pooling"},
+    "bf16 channels-last pooling": {"precision": "bf16", "channels_last": True, "speed_up": "pooling"},
+    "fp32 channels-last speed-up": {"precision": "fp32", "channels_last": True, "speed_up": True},
+    "bf16 channels-last speed-up": {"precision": "bf16", "channels_last": True, "speed_up": True},
     "fp32 compile": {"precision": "fp32", "channels_last": False, "compile": True},
     "bf16 channels-last compile": {"precision": "bf16", "channels_last": True, "compile": True},
 }
@@ -65,7 +66,7 @@ def make_trainer(model_id: str, options: dict[str, Any]) -> Trainer:
     spec = get_model_spec(model_id)
     torch.manual_seed(0)
     model = build_model(spec, 10, {})
-    pool_only = options.get("fuse") == "pool"
+    pooling_only = options.get("speed_up") == "pooling"
     trainer = Trainer(
         model,
         preprocess=Preprocess(spec.input_size, spec.fit),
@@ -73,10 +74,10 @@ def make_trainer(model_id: str, options: dict[str, Any]) -> Trainer:
         lr=spec.recipe.get("lr"),
         device="cpu",
         progress=False,
-        **{**options, "fuse": bool(options.get("fuse")) and not pool_only},
+        **{**options, "speed_up": options.get("speed_up") is True},
     )
-    if pool_only:
-        trainer.forward = fuse_pooling(trainer.model)
+    if pooling_only:
+        trainer.forward = speed_up(trainer.model, rules={"pooling"})
     return trainer
 
 

@@ -18,6 +18,16 @@ MNIST_FILES = (
 )
 
 
+@pytest.fixture
+def fresh_load(monkeypatch: pytest.MonkeyPatch):
+    """Forget the loaded library before and after a test that changes how it is built."""
+    from cnnlab.speed import native
+
+    native.load.cache_clear()
+    yield monkeypatch
+    native.load.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's cache or the internet from a test."""

@@ -1,4 +1,5 @@
-"""The native one-channel convolution (alone and with pooling) and the training fast path."""
+"""The native convolution of one-channel images (alone and with pooling), its modules and
+the small-linear-layer module: torch's results up to rounding."""
 
 from __future__ import annotations
 
@@ -13,19 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.kernels import conv1, conv1_pool, max_pool2, native, native_status
-from cnnlab.kernels.conv import native_ok
-from cnnlab.models import create_model
-from cnnlab.train import Trainer
-from cnnlab.train.fastpath import (
+from cnnlab.speed import native
+from cnnlab.speed import status as native_status
+from cnnlab.speed.conv import conv1, conv1_pool, native_ok
+from cnnlab.speed.pooling import max_pool2
+from cnnlab.speed.modules import (
     SMALL_MACS,
     OneChannelConv,
     OneChannelConvPool,
     SmallLinear,
-    fast_forward,
     is_one_channel_conv,
 )
-from cnnlab.train.fusion import MaxPool2Act
 
 CL = torch.channels_last
 NATIVE_POSSIBLE = native._supported() is None
@@ -181,54 +180,6 @@ def test_is_one_channel_conv() -> None:
     assert not is_one_channel_conv(nn.Conv2d(1, 6, 3, padding=1, padding_mode="reflect"))
 
 
-@pytest.mark.parametrize(
-    ("model_id", "kinds"),
-    [
-        ("seed004-lenet-max", ["OneChannelConvPool", "Conv2d", "MaxPool2Act", "Flatten"]),
-        ("seed000-cnn", ["OneChannelConvPool", "Conv2d", "MaxPool2Act", "Flatten"]),
-        ("seed004-lenet", ["OneChannelConv", "Sigmoid", "AvgPool2d", "Conv2d"]),
-    ],
-)
-def test_fast_forward_layers(model_id: str, kinds: list[str]) -> None:
-    model = create_model(model_id)
-    fast = fast_forward(model)
-    assert [type(m).__name__ for m in fast][: len(kinds)] == kinds
-    assert any(isinstance(m, SmallLinear) for m in fast)
-    ours = {id(p) for p in fast.parameters()}
-    assert ours == {id(p) for p in model.parameters()}  # shared, not copied
-    assert type(model[0]) is nn.Conv2d  # the model itself is untouched
-
-
-class OwnForward(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x).mean((2, 3)))
-
-
-def test_fast_forward_keeps_models_with_their_own_forward() -> None:
-    model = OwnForward()
-    assert fast_forward(model) is model
-    resnet = fast_forward(create_model("resnet-mini"))  # a Sequential: its stem changes
-    assert isinstance(resnet[0], OneChannelConv)
-
-
-@pytest.mark.parametrize("model_id", ["seed004-lenet-max", "seed000-cnn", "seed002-cnn"])
-def test_fast_forward_computes_the_model(model_id: str) -> None:
-    torch.manual_seed(0)
-    model = create_model(model_id).eval().to(memory_format=CL)
-    fast = fast_forward(model)
-    x = torch.rand(16, 1, 28, 28).contiguous(memory_format=CL)
-    with torch.no_grad():
-        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            fast_out, model_out = fast(x).float(), model(x).float()
-    assert (fast_out - model_out).abs().max().item() < 0.05 * model_out.abs().max().item()
-
-
 def test_small_linear_runs_fp32_under_autocast() -> None:
     small = SmallLinear(nn.Linear(40, 10))
     big_features = SMALL_MACS // 1000 + 1
@@ -239,31 +190,10 @@ def test_small_linear_runs_fp32_under_autocast() -> None:
     assert small(torch.randn(8, 40)).dtype == torch.float32
 
 
-def test_fast_path_trains_like_the_plain_model() -> None:
-    """The same seed, with and without the fast path: the same task learnt equally well."""
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (256, 1, 28, 28), dtype=torch.uint8, generator=gen)
-    labels = (
-        images[:, 0, :14].float().mean((1, 2)) > images[:, 0, 14:].float().mean((1, 2))
-    ).long()
-    results = []
-    for fuse in (True, False):
-        torch.manual_seed(0)
-        trainer = Trainer(create_model("seed004-lenet-max"), fuse=fuse, progress=False)
-        if fuse:
-            assert isinstance(trainer.forward[0], OneChannelConvPool)
-        history = trainer.fit((images, labels), epochs=4, batch_size=32)
-        results.append(history.history["loss"])
-    fast, plain = results
-    assert fast[-1] < fast[0] and plain[-1] < plain[0]
-    assert fast == pytest.approx(plain, rel=0.05)
-
-
 def test_one_channel_conv_module_shares_parameters() -> None:
     conv = nn.Conv2d(1, 4, 3, padding="same")
     assert OneChannelConv(conv).padding == 1
-    pool = OneChannelConvPool(conv, MaxPool2Act(nn.Tanh()))
-    assert not pool.relu and isinstance(pool.activation, nn.Tanh)
+    pool = OneChannelConvPool(conv, "tanh")
     assert list(pool.parameters()) == list(conv.parameters())
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(pool(x), torch.tanh(F.max_pool2d(conv(x), 2)))
@@ -276,7 +206,7 @@ def test_kernels_share_torchs_openmp_runtime(tmp_path: Path) -> None:
     interpreter: other packages (scikit-learn) load OpenMP runtimes of their own."""
     script = (
         "import torch\n"
-        "from cnnlab.kernels import native\n"
+        "from cnnlab.speed import native\n"
         "assert native.load() is not None, native.native_status()\n"
         "maps = open('/proc/self/maps').read().splitlines()\n"
         "print(sorted({l.split()[-1] for l in maps if 'gomp' in l or 'iomp' in l}))\n"

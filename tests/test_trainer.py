@@ -55,9 +55,9 @@ def test_every_optimizer_reduces_the_loss(name: str) -> None:
 
 def test_unknown_optimizer_and_bad_lr() -> None:
     params = [torch.nn.Parameter(torch.zeros(1))]
-    with pytest.raises(CnnlabError, match="unknown optimizer 'rmsprop2'"):
+    with pytest.raises(CnnlabError, match="optimizer must be one of .*, not 'rmsprop2'"):
         make_optimizer("rmsprop2", params)
-    with pytest.raises(CnnlabError, match="learning rate must be positive"):
+    with pytest.raises(CnnlabError, match="lr must be positive, not -1"):
         make_optimizer("adam", params, lr=-1)
 
 
@@ -69,7 +69,7 @@ def test_schedules() -> None:
     assert lr_factor("step", 100)(80) == pytest.approx(0.01)
     assert lr_factor("cosine", 100)(50) == pytest.approx(0.5)
     assert lr_factor("constant", 100)(99) == 1.0
-    with pytest.raises(CnnlabError, match="unknown schedule"):
+    with pytest.raises(CnnlabError, match="schedule must be one of constant, step, cosine"):
         lr_factor("warm", 10)
 
 
@@ -101,7 +101,10 @@ def test_validation_split_is_seeded_and_disjoint() -> None:
             seen.append((inp[:, 0, 0, 0] * 255).round().long())
             return self.lin(inp.flatten(1))
 
-    Trainer(Spy(), progress=False).fit((x, y), epochs=1, batch_size=100, validation_split=0.2)
+    # The spy's forward has a side effect, which the speed layer's traced view would
+    # drop (see cnnlab.speed.rewrite): it trains as it is.
+    trainer = Trainer(Spy(), progress=False, speed_up=False)
+    trainer.fit((x, y), epochs=1, batch_size=100, validation_split=0.2)
     train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
     assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
 

@@ -15,10 +15,12 @@ from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.data.augment import Augment
 from cnnlab.recipes import get_recipe, list_recipes
-from cnnlab.runs import load_run, resolve_config, train_run
+from cnnlab.recipes import resolve_config
+from cnnlab.runs import load_run, train_run
 from cnnlab.train import Trainer
-from cnnlab.train.hardware import cpu_has_native_bf16, pick_precision, tune_cpu_allocator
-from cnnlab.train.trainer import shifted_views
+from cnnlab.hardware import cpu_has_native_bf16, pick_precision
+from cnnlab.speed import tune_cpu_allocator
+from cnnlab.predict import shifted_views
 from tests.conftest import make_blobs
 
 
@@ -69,7 +71,7 @@ def test_ema_averages_the_weights() -> None:
     assert any(not torch.equal(ema[k], live[k]) for k in live)
     # The average stays between the start and the end of training, closer to the end.
     assert all(torch.isfinite(v).all() for v in ema.values())
-    with pytest.raises(CnnlabError, match="EMA decay"):
+    with pytest.raises(CnnlabError, match=r"ema must be in \[0, 1\), not 1.0"):
         Trainer(create_model("seed004-lenet"), ema=1.0)
 
 
@@ -215,9 +217,11 @@ def test_cli_recipes_lists_them(capsys) -> None:
 
 
 def test_cli_bad_augment_is_one_line(capsys) -> None:
-    assert main(["train", "--augment", "twirl=1", "--dataset", "digits"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown augmentation 'twirl'" in err
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--augment", "twirl=1", "--dataset", "digits"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "argument --augment: unknown augmentation 'twirl'" in err[-1]
 
 
 def test_evaluate_follows_the_runs_tta_setting(tmp_path: Path, tiny_mnist) -> None:
@@ -250,7 +254,7 @@ def test_cli_threads_option(tmp_path: Path, tiny_mnist, capsys) -> None:
 def test_allocator_tuning_is_idempotent_and_can_be_refused(monkeypatch) -> None:
     import sys
 
-    import cnnlab.train.hardware as hw
+    import cnnlab.speed.allocator as hw
 
     first = tune_cpu_allocator()
     assert tune_cpu_allocator() == first

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.atomic import atomic_path
+from cnnlab.cache import cache_dir
 from cnnlab.errors import CnnlabError
 
 __all__ = [
@@ -121,16 +122,6 @@ DATASET_SOURCES: dict[str, DatasetSource] = {
         home="https://github.com/rois-codh/kmnist",
     ),
 }
-
-
-def cache_dir() -> Path:
-    """The user cache folder for downloads (``CNNLAB_CACHE`` or the XDG cache)."""
-    explicit = os.environ.get("CNNLAB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "cnnlab"
 
 
 def data_dirs(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -1,5 +1,10 @@
-"""Model registry and the registered networks."""
+"""Model registry and the registered networks.
 
+Importing this package registers every model: the tutorials' networks
+(:mod:`cnnlab.models.tutorials`) and cnnlab's own (:mod:`cnnlab.models.modern`).
+"""
+
+from cnnlab.models import modern, tutorials  # noqa: F401  (their decorators register them)
 from cnnlab.models.registry import (
     ModelSpec,
     count_parameters,

@@ -1,8 +1,11 @@
-"""The model registry: each model is a small factory registered under an id.
+"""The model registry: each model is a small factory registered under its own name.
 
-A registered factory returns a plain ``torch.nn.Module``. Beside it the registry keeps
-what the data pipeline needs to feed the model (input channels and size, how to fit
-28×28 digits into it) and where the architecture comes from.
+A registered factory returns a plain ``torch.nn.Module`` and takes at least
+``in_channels`` and ``num_classes``. Its id is its function's name with dashes
+(``seed000_cnn`` is ``seed000-cnn``), so each model has one name. Beside it the registry
+keeps what the data pipeline needs to feed the model (input channels and size, how to
+fit 28×28 digits into it), where the architecture comes from and its training recipe.
+The model modules register their factories when :mod:`cnnlab.models` is imported.
 """
 
 from __future__ import annotations
@@ -60,20 +63,29 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str,
     *,
     input_size: tuple[int, int, int] = (1, 28, 28),
     fit: str = "resize",
     source: str = "",
     recipe: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator that registers a model factory under ``name``."""
+    """Decorator that registers a model factory under its function's name with dashes.
+
+    The factory must take ``in_channels`` (defaulting to ``input_size``'s channels) and
+    ``num_classes``; its docstring's first paragraph is the model's description.
+    """
     if fit not in ("pad", "resize"):
         raise ValueError(f"fit must be 'pad' or 'resize', not {fit!r}")
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = factory.__name__.replace("_", "-")
         if name in _REGISTRY:
             raise ValueError(f"model id {name!r} is registered twice")
+        params = inspect.signature(factory).parameters
+        if "num_classes" not in params or "in_channels" not in params:
+            raise ValueError(f"model {name!r}: the factory must take in_channels and num_classes")
+        if params["in_channels"].default != input_size[0]:
+            raise ValueError(f"model {name!r}: in_channels must default to {input_size[0]}")
         doc = inspect.getdoc(factory) or ""
         _REGISTRY[name] = ModelSpec(
             name=name,
@@ -89,20 +101,13 @@ def register_model(
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the model modules runs their @register_model decorators.
-    from cnnlab.models import modern, seeds  # noqa: F401
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model ids matching a shell-style ``pattern`` (e.g. ``"seed004*"``)."""
-    _ensure_loaded()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
 def get_model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` for ``name``; an unknown id is a :class:`CnnlabError`."""
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:

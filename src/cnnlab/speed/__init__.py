@@ -1,18 +1,28 @@
-"""Native CPU kernels for the operations eager PyTorch runs slowly on small networks.
+"""The speed layer: everything cnnlab does to train and predict faster than plain PyTorch.
 
-2×2 max pooling over channels-last tensors with an optional fused ReLU
-(:func:`max_pool2`), dropout masks written in the tensor's dtype (:func:`dropout_mask`)
-and convolutions of one-channel images, alone or with the pooling after them
-(:func:`conv1`, :func:`conv1_pool`). They are C compiled on first use for the machine
-it runs on and loaded with ctypes; where that is impossible (no C compiler, no AVX2, ``CNNLAB_NATIVE=0``)
-the callers fall back to torch's own operators: identical results for pooling, masks of
-the same distribution (but other random draws) for dropout, the same convolution up to
-rounding.
+Models stay plain ``torch.nn``; the speed layer works from outside them:
+
+- :func:`speed_up` (``rewrite.py``) gives a view of a model with fast modules swapped
+  into its forward (``modules.py``): native 2×2 max pooling with the activation beside
+  it, a native first convolution for one-channel images (with its pooling), small
+  linear layers kept in fp32 under CPU autocast, and a cheaper dropout mask. The
+  :class:`~cnnlab.train.Trainer` trains through it, and prediction runs it
+  (``Trainer(speed_up=False)`` and ``load_run(..., speed_up=False)`` turn it off);
+- the native kernels are C (``csrc/``), compiled once per machine and loaded with
+  ctypes (``native.py``), wrapped as autograd functions that fall back to torch's
+  operators where they do not apply (``conv.py``, ``pooling.py``, ``dropout.py``).
+  ``CNNLAB_NATIVE=0`` turns them off, :func:`status` says whether they are in use;
+- :class:`LeanAdam` and :class:`LeanAdamW` (``optim.py``) call torch's fused Adam kernel
+  without rebuilding its argument lists every step;
+- :func:`tune_cpu_allocator` (``allocator.py``) keeps freed memory in the heap for the
+  next step.
+
+What each piece buys, measured, is in docs/benchmarks.md.
 """
 
-from cnnlab.kernels.conv import conv1, conv1_pool
-from cnnlab.kernels.dropout import dropout_mask
-from cnnlab.kernels.native import native_status
-from cnnlab.kernels.pooling import max_pool2
+from cnnlab.speed.allocator import tune_cpu_allocator
+from cnnlab.speed.native import native_status as status
+from cnnlab.speed.optim import LeanAdam, LeanAdamW
+from cnnlab.speed.rewrite import RULES, speed_up
 
-__all__ = ["conv1", "conv1_pool", "dropout_mask", "max_pool2", "native_status"]
+__all__ = ["RULES", "LeanAdam", "LeanAdamW", "speed_up", "status", "tune_cpu_allocator"]

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnlab.kernels.native import load
-from cnnlab.kernels.pooling import max_pool2
+from cnnlab.speed.native import load
+from cnnlab.speed.pooling import max_pool2
 
 _CL = torch.channels_last
 _SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}

@@ -1,22 +1,9 @@
-"""The forward that training and prediction run: the model's layers, faster.
+"""The modules :func:`~cnnlab.speed.speed_up` swaps into a model's forward.
 
-:func:`fast_forward` starts from :func:`~cnnlab.train.fusion.fuse_pooling`'s view
-(activation and 2×2 max pooling as one native pass, exact) and makes two more changes,
-each measured on the tutorials' networks (docs/benchmarks.md):
-
-- A convolution of one-channel images, the first layer of every greyscale network, is
-  computed by :func:`cnnlab.kernels.conv1` instead of oneDNN, whose single-channel
-  convolutions took a quarter of a training step; when 2×2 max pooling follows it,
-  by :func:`cnnlab.kernels.conv1_pool`, which never stores the full-size output.
-  The sums are fp32 where bf16 autocast would first round images and weights to bf16,
-  so results agree with torch's to bf16 rounding, not bit for bit.
-- Under CPU autocast, a linear layer too small for bf16 to pay (fewer than
-  :data:`SMALL_MACS` multiply-adds per call) runs in fp32: it skips casting its
-  weights to bf16 and back every step, which cost more than the product itself.
-
-The model is not changed: parameters and buffers are shared, never copied, and its
-printout and state dict stay the tutorials'. Modules with a forward of their own are
-used as they are, since the order in which they call their children is unknown.
+Each one wraps the ``torch.nn`` layer(s) it stands in for and uses their parameters and
+their ``training`` flag, so the model keeps its own layers, state dict and printout and
+the swapped forward always computes with the current weights. Each falls back to torch's
+operators where its native kernel does not apply (another device or dtype, no compiler).
 """
 
 from __future__ import annotations
@@ -24,9 +11,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cnnlab.kernels import conv1, conv1_pool
-from cnnlab.kernels.conv import autocast_dtype
-from cnnlab.train.fusion import MaxPool2Act, fuse_pooling, rewrite_sequential
+from cnnlab.speed.conv import autocast_dtype, conv1, conv1_pool
+from cnnlab.speed.dropout import dropout
+from cnnlab.speed.pooling import max_pool2
+
+#: Activations that commute with max pooling: act(max(x)) == max(act(x)) exactly, also
+#: after rounding, because they never decrease. ReLU is folded into the native kernels.
+MONOTONIC = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 #: Multiply-adds per call (batch × inputs × outputs) below which a linear layer runs in
 #: fp32 under CPU autocast. Around 10 million, bf16 and fp32 took the same time on the
@@ -34,14 +25,21 @@ from cnnlab.train.fusion import MaxPool2Act, fuse_pooling, rewrite_sequential
 SMALL_MACS = 10_000_000
 
 
-def _padding(conv: nn.Conv2d) -> int:
-    if isinstance(conv.padding, str):  # "same" (odd kernel) or "valid"
-        return conv.kernel_size[0] // 2 if conv.padding == "same" else 0
-    return int(conv.padding[0])
+def is_pool2(m: nn.Module) -> bool:
+    """An ``nn.MaxPool2d`` with a 2×2 window, stride 2 and no padding, dilation or
+    ceil mode: what :func:`cnnlab.speed.pooling.max_pool2` computes."""
+    if type(m) is not nn.MaxPool2d or m.return_indices or m.ceil_mode:
+        return False
+    return (
+        m.kernel_size in (2, (2, 2))
+        and m.stride in (2, (2, 2))
+        and m.padding in (0, (0, 0))
+        and m.dilation in (1, (1, 1))
+    )
 
 
 def is_one_channel_conv(m: nn.Module) -> bool:
-    """An ``nn.Conv2d`` that :func:`cnnlab.kernels.conv1` computes: one input channel,
+    """An ``nn.Conv2d`` that :func:`cnnlab.speed.conv.conv1` computes: one input channel,
     a square kernel, stride 1, no dilation or groups, the same zero padding all round."""
     if type(m) is not nn.Conv2d or m.in_channels != 1 or m.padding_mode != "zeros":
         return False
@@ -50,8 +48,44 @@ def is_one_channel_conv(m: nn.Module) -> bool:
     return k[0] == k[1] and symmetric and m.stride == (1, 1) and m.dilation == (1, 1)
 
 
+def _activate(y: Tensor, activation: str | None) -> Tensor:
+    """The activation a pooled stand-in applies after its pass (a ReLU is in the pass)."""
+    return y if activation in (None, "relu") else MONOTONIC[activation](y)
+
+
+def _padding(conv: nn.Conv2d) -> int:
+    if isinstance(conv.padding, str):  # "same" (odd kernel) or "valid"
+        return conv.kernel_size[0] // 2 if conv.padding == "same" else 0
+    return int(conv.padding[0])
+
+
+class PoolActivation(nn.Module):
+    """``MaxPool2d(2)`` and the non-decreasing activation beside it (``None``, ``"relu"``,
+    ``"sigmoid"`` or ``"tanh"``), pooling first: exact, and the activation does a quarter
+    of the work. A ReLU runs inside the native pooling pass.
+
+    With ReLU the gradients are torch's bit for bit; with sigmoid or tanh in bf16, where
+    neighbouring inputs often round to the same output, a tied window sends its gradient
+    to the largest input rather than to the first tied output.
+    """
+
+    def __init__(self, activation: str | None = None) -> None:
+        super().__init__()
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _activate(max_pool2(x, relu=self.activation == "relu"), self.activation)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
+
+
 class OneChannelConv(nn.Module):
-    """An ``nn.Conv2d`` on one-channel images, by :func:`cnnlab.kernels.conv1`."""
+    """An ``nn.Conv2d`` on one-channel images, by :func:`cnnlab.speed.conv.conv1`.
+
+    oneDNN, behind torch's CPU convolutions, is slow on a single input channel: on the
+    tutorials' networks the first layer alone took a quarter of a training step.
+    """
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
@@ -63,24 +97,28 @@ class OneChannelConv(nn.Module):
 
 
 class OneChannelConvPool(nn.Module):
-    """An ``nn.Conv2d`` on one-channel images and the :class:`MaxPool2Act` after it, by
-    :func:`cnnlab.kernels.conv1_pool` (a ReLU folded in, another activation after)."""
+    """A one-channel ``nn.Conv2d`` and the 2×2 max pooling (with its activation) after it,
+    by :func:`cnnlab.speed.conv.conv1_pool`: the full-size output is never stored."""
 
-    def __init__(self, conv: nn.Conv2d, pool: MaxPool2Act) -> None:
+    def __init__(self, conv: nn.Conv2d, activation: str | None = None) -> None:
         super().__init__()
         self.conv = conv
         self.padding = _padding(conv)
-        self.relu = pool.relu
-        self.activation = pool.activation
+        self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        y = conv1_pool(x, self.conv.weight, self.conv.bias, self.padding, relu=self.relu)
-        return self.activation(y) if self.activation is not None else y
+        relu = self.activation == "relu"
+        y = conv1_pool(x, self.conv.weight, self.conv.bias, self.padding, relu=relu)
+        return _activate(y, self.activation)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
 
 
 class SmallLinear(nn.Module):
     """An ``nn.Linear`` that runs in fp32 under CPU autocast when a call has fewer than
-    :data:`SMALL_MACS` multiply-adds."""
+    :data:`SMALL_MACS` multiply-adds: casting its weights to bf16 and back every step
+    cost more than the product itself."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -95,19 +133,16 @@ class SmallLinear(nn.Module):
         return self.linear(x)
 
 
-def _fast_rule(m: nn.Module, nxt: nn.Module | None) -> tuple[nn.Module, int]:
-    if is_one_channel_conv(m) and isinstance(nxt, MaxPool2Act):
-        return OneChannelConvPool(m, nxt), 2  # type: ignore[arg-type]
-    if is_one_channel_conv(m):
-        return OneChannelConv(m), 1  # type: ignore[arg-type]
-    if type(m) is nn.Linear:
-        return SmallLinear(m), 1
-    if isinstance(m, nn.Sequential):
-        return fast_forward(m), 1
-    return m, 1
+class FastDropout(nn.Module):
+    """An ``nn.Dropout`` with the cheaper mask of :func:`cnnlab.speed.dropout.dropout_mask`
+    (the same distribution, other random draws); it follows the layer's ``p`` and its
+    train/eval mode."""
 
+    def __init__(self, layer: nn.Dropout) -> None:
+        super().__init__()
+        self.layer = layer
 
-def fast_forward(model: nn.Module) -> nn.Module:
-    """The view of ``model`` described in the module docstring, or ``model`` itself when
-    nothing in it changes."""
-    return rewrite_sequential(fuse_pooling(model), _fast_rule)
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.layer.training:
+            return x
+        return dropout(x, self.layer.p)

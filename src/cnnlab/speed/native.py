@@ -1,6 +1,6 @@
 """Build and load the C kernels: compiled once per machine into a cache folder.
 
-Every ``*.c`` file beside this module goes into one shared library. It is compiled with
+Every ``*.c`` file in ``csrc/`` goes into one shared library. It is compiled with
 ``cc -O3 -march=native`` (``$CC`` overrides the compiler), and ``-fopenmp`` where torch's
 OpenMP runtime is GNU libgomp (as in the PyPI wheels): the library then links to the
 libgomp torch has already loaded and its threads are torch's. It is tuned to the CPU it runs on and cached under a name that hashes the source, the
@@ -8,7 +8,8 @@ compiler command and the CPU's model and flags; a cache folder shared between di
 machines therefore never hands one machine another's binary. The compiler writes to a
 temporary file that is renamed into place, so a crash or a concurrent build never leaves
 a half-written library. ``CNNLAB_NATIVE=0`` turns the kernels off;
-``CNNLAB_CACHE`` moves the cache (default ``~/.cache/cnnlab``); ``CNNLAB_CFLAGS`` adds
+the library goes to ``kernels/`` in the user cache (:func:`cnnlab.cache.cache_dir`,
+moved by ``CNNLAB_CACHE``); ``CNNLAB_CFLAGS`` adds
 compiler flags (``-mno-avx512f`` builds the AVX2 code on an AVX-512 CPU, which is how the
 tests check it).
 """
@@ -26,17 +27,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCES = sorted(Path(__file__).parent.glob("*.c"))
+from cnnlab.cache import cache_dir
+
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = sorted(CSRC.glob("*.c"))
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 _reason = "not tried yet"
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels are kept: ``$CNNLAB_CACHE`` or ``~/.cache/cnnlab``."""
-    root = os.environ.get("CNNLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cnnlab"
-    )
-    return Path(root) / "kernels"
 
 
 def _cpu_signature() -> str:
@@ -77,10 +73,10 @@ def _torch_openmp_is_libgomp() -> bool:
 
 def _target(compiler: str, openmp: bool) -> Path:
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in sorted(p for p in CSRC.iterdir() if p.suffix in (".c", ".h")):
         digest.update(source.name.encode() + source.read_bytes())
     digest.update(" ".join([compiler, *_flags(openmp)]).encode() + _cpu_signature().encode())
-    return cache_dir() / f"cnnlab-kernels-{digest.hexdigest()[:16]}.so"
+    return cache_dir() / "kernels" / f"cnnlab-kernels-{digest.hexdigest()[:16]}.so"
 
 
 def _compile(compiler: str, target: Path, openmp: bool = False) -> str | None:

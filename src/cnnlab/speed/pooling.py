@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnlab.kernels.native import load
+from cnnlab.speed.native import load
 
 _CL = torch.channels_last
 _SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}

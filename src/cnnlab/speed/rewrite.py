@@ -1,90 +1,190 @@
-"""A faster forward for the training loop: activation and 2×2 max pooling as one step.
+"""Swap the fast modules into a model's forward: :func:`speed_up`.
 
-:func:`fuse_pooling` returns a module that computes exactly what the model does, sharing
-its parameters and buffers, but with each ``MaxPool2d(2)`` inside an ``nn.Sequential``
-run by :func:`cnnlab.kernels.max_pool2`, together with the ReLU, sigmoid or tanh just
-before or after it. Max pooling commutes with any non-decreasing activation, so pooling
-first is exact and leaves the activation a quarter of the work; a ReLU is folded into the
-native kernel altogether. With ReLU the gradients are bit-for-bit torch's too; with
-sigmoid or tanh in bf16, where neighbouring inputs often round to the same output, a tied
-window sends its gradient to the largest input instead of the first tied output. The
-model itself is not changed: its printout, state dict and
-``cnnlab layers`` table stay the tutorials', and modules with a forward of their own are
-used as they are.
+The model is traced with ``torch.fx`` (its forward runs once on symbolic values), and
+the graph of layer calls is rewritten by a few rules, each with a name:
+
+``pooling``
+    a ``MaxPool2d(2)`` and the ReLU, sigmoid or tanh right before or after it become
+    one :class:`~cnnlab.speed.modules.PoolActivation` (pooling first, exact);
+``conv1``
+    a convolution of one-channel images becomes a native
+    :class:`~cnnlab.speed.modules.OneChannelConv`, or, with the pooling after it (and
+    its activation), one :class:`~cnnlab.speed.modules.OneChannelConvPool`;
+``linear``
+    an ``nn.Linear`` becomes a :class:`~cnnlab.speed.modules.SmallLinear`;
+``dropout``
+    an ``nn.Dropout`` becomes a :class:`~cnnlab.speed.modules.FastDropout`.
+
+Two calls are merged only when the second is the one use of the first's output, so a
+value that is also used elsewhere (a residual branch, a feature tap) is left alone.
+Activations count as modules (``nn.ReLU()``), functions (``torch.sigmoid``,
+``F.relu``) or tensor methods (``x.tanh()``).
+
+The view runs the traced graph, not the model's ``forward``: what the forward does
+besides computing (appending to a list, printing) happens once, while tracing, rather
+than on every call; train such a model with ``Trainer(speed_up=False)``. A forward
+that ``torch.fx`` cannot trace (control flow on tensor values, say), or one that
+computes something else in training than in evaluation outside its layers (``if
+self.training:``), is run as it is: the model is traced in both modes, and the two
+graphs must agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
-from torch import Tensor, nn
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
 
-from cnnlab.kernels import max_pool2
+from cnnlab.speed.modules import (
+    MONOTONIC,
+    FastDropout,
+    OneChannelConv,
+    OneChannelConvPool,
+    PoolActivation,
+    SmallLinear,
+    is_one_channel_conv,
+    is_pool2,
+)
 
-#: Non-decreasing activations: act(max(x)) == max(act(x)) exactly, also after rounding.
-MONOTONIC = (nn.ReLU, nn.Sigmoid, nn.Tanh)
+RULES = ("pooling", "conv1", "linear", "dropout")
 
-
-class MaxPool2Act(nn.Module):
-    """``MaxPool2d(2)`` followed by an optional non-decreasing activation, in that order."""
-
-    def __init__(self, activation: nn.Module | None = None) -> None:
-        super().__init__()
-        self.relu = isinstance(activation, nn.ReLU)
-        self.activation = None if self.relu else activation
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = max_pool2(x, relu=self.relu)
-        return self.activation(y) if self.activation is not None else y
-
-
-def is_pool2(m: nn.Module) -> bool:
-    """An ``nn.MaxPool2d`` with a 2×2 window, stride 2 and no padding, dilation or
-    ceil mode: what :func:`cnnlab.kernels.max_pool2` computes."""
-    if type(m) is not nn.MaxPool2d or m.return_indices or m.ceil_mode:
-        return False
-    return (
-        m.kernel_size in (2, (2, 2))
-        and m.stride in (2, (2, 2))
-        and m.padding in (0, (0, 0))
-        and m.dilation in (1, (1, 1))
-    )
+_ACTIVATION_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+_ACTIVATION_FUNCTIONS: dict[Callable[..., torch.Tensor], str] = {
+    torch.relu: "relu",
+    F.relu: "relu",
+    torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+}
 
 
-#: A rewrite rule: a layer and the one after it (None at the end) -> the replacement and
-#: how many layers it takes (1 or 2).
-Rule = Callable[[nn.Module, nn.Module | None], tuple[nn.Module, int]]
+class _Graph:
+    """A traced model and lookups over its nodes."""
+
+    def __init__(self, traced: fx.GraphModule) -> None:
+        self.traced = traced
+        self.modules = dict(traced.named_modules())
+        self.added = 0
+
+    def module(self, node: fx.Node | None) -> nn.Module | None:
+        if node is None or node.op != "call_module":
+            return None
+        return self.modules[str(node.target)]
+
+    def activation(self, node: fx.Node | None) -> str | None:
+        """``"relu"``, ``"sigmoid"`` or ``"tanh"`` when ``node`` applies one of them to
+        its one input, else None."""
+        if node is None or len(node.args) != 1:
+            return None
+        if node.op == "call_module":
+            return _ACTIVATION_MODULES.get(type(self.modules[str(node.target)]))  # type: ignore[call-overload]
+        if node.op == "call_function" and set(node.kwargs) <= {"inplace"}:
+            return _ACTIVATION_FUNCTIONS.get(node.target)  # type: ignore[call-overload]
+        if node.op == "call_method" and not node.kwargs and node.target in MONOTONIC:
+            return str(node.target)
+        return None
+
+    @staticmethod
+    def next(node: fx.Node) -> fx.Node | None:
+        """The call that is the only use of ``node``'s output, taking it as its only input."""
+        if len(node.users) != 1:
+            return None
+        user = next(iter(node.users))
+        return user if user.args == (node,) else None
+
+    def replace(self, chain: list[fx.Node], module: nn.Module) -> None:
+        """Run ``module`` on the input of ``chain[0]`` in place of the whole chain."""
+        name = f"speed_{self.added}"
+        self.added += 1
+        self.traced.add_submodule(name, module)
+        graph = self.traced.graph
+        with graph.inserting_before(chain[0]):
+            new = graph.call_module(name, args=(chain[0].args[0],))
+        chain[-1].replace_all_uses_with(new)
+        for node in reversed(chain):
+            graph.erase_node(node)
 
 
-def rewrite_sequential(model: nn.Module, rule: Rule) -> nn.Module:
-    """``model`` with its layers rewritten by ``rule``, walked in order; ``model`` itself
-    when nothing changes, or when it is not a plain ``nn.Sequential`` (a forward of its
-    own: the call order of its children is unknown). Parameters stay shared."""
-    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+def _pool_chain(g: _Graph, node: fx.Node) -> tuple[list[fx.Node], str | None] | None:
+    """The pooling at or after ``node`` with its activation: [act,] pool [, act]."""
+    act = g.activation(node)
+    pool = g.next(node) if act else node
+    pool_module = g.module(pool)
+    if pool is None or pool_module is None or not is_pool2(pool_module):
+        return None
+    if act:
+        return [node, pool], act
+    after = g.next(pool)
+    act = g.activation(after)
+    return ([pool, after], act) if act and after is not None else ([pool], None)
+
+
+def _rewrite(g: _Graph, node: fx.Node, rules: Collection[str]) -> bool:
+    """Apply the first rule that matches at ``node``; whether one did."""
+    module = g.module(node)
+    if "conv1" in rules and module is not None and is_one_channel_conv(module):
+        after = g.next(node)
+        pooled = _pool_chain(g, after) if after is not None and "pooling" in rules else None
+        if pooled is not None:
+            chain, act = pooled
+            g.replace([node, *chain], OneChannelConvPool(module, act))  # type: ignore[arg-type]
+        else:
+            g.replace([node], OneChannelConv(module))  # type: ignore[arg-type]
+        return True
+    if "pooling" in rules and (pooled := _pool_chain(g, node)) is not None:
+        chain, act = pooled
+        g.replace(chain, PoolActivation(act))
+        return True
+    if "linear" in rules and type(module) is nn.Linear:
+        g.replace([node], SmallLinear(module))
+        return True
+    if "dropout" in rules and type(module) is nn.Dropout:
+        g.replace([node], FastDropout(module))
+        return True
+    return False
+
+
+def _trace(model: nn.Module) -> fx.GraphModule | None:
+    """``model`` traced by ``torch.fx``, or None when it cannot be, or when its graph in
+    training mode differs from its graph in evaluation mode (layers such as dropout keep
+    their own modes; only code that reads ``self.training`` itself changes the graph)."""
+    was_training = model.training
+    try:
+        traced = [fx.symbolic_trace(model.train(mode)) for mode in (True, False)]
+    except Exception:  # noqa: BLE001 - whatever stops tracing, the model runs as it is
+        return None
+    finally:
+        model.train(was_training)
+    return traced[0] if traced[0].code == traced[1].code else None
+
+
+def speed_up(model: nn.Module, rules: Collection[str] = RULES) -> nn.Module:
+    """``model``'s forward with the fast modules swapped in (see the module docstring).
+
+    The result shares every parameter, buffer and layer with ``model`` and follows its
+    train/eval mode; ``model`` itself is not changed. It is ``model`` itself when no rule
+    applies or the forward cannot be traced. ``rules`` picks which of :data:`RULES` run.
+    """
+    unknown = set(rules) - set(RULES)
+    if unknown:
+        raise ValueError(f"unknown rule {sorted(unknown)[0]!r} (rules: {', '.join(RULES)})")
+    traced = _trace(model)
+    if traced is None:
         return model
-    children = list(model.children())
-    out: list[nn.Module] = []
-    i = 0
-    while i < len(children):
-        replacement, taken = rule(children[i], children[i + 1] if i + 1 < len(children) else None)
-        out.append(replacement)
-        i += taken
-    if len(out) == len(children) and all(a is b for a, b in zip(out, children, strict=True)):
+    g = _Graph(traced)
+    erased: set[fx.Node] = set()
+    for node in list(traced.graph.nodes):
+        if node in erased:
+            continue
+        before = set(traced.graph.nodes)
+        if _rewrite(g, node, rules):
+            erased |= before - set(traced.graph.nodes)
+    if not g.added:
         return model
-    return nn.Sequential(*out)
-
-
-def _pooling_rule(m: nn.Module, nxt: nn.Module | None) -> tuple[nn.Module, int]:
-    if isinstance(m, MONOTONIC) and nxt is not None and is_pool2(nxt):
-        return MaxPool2Act(m), 2
-    if is_pool2(m) and isinstance(nxt, MONOTONIC):
-        return MaxPool2Act(nxt), 2
-    if is_pool2(m):
-        return MaxPool2Act(), 1
-    return fuse_pooling(m), 1
-
-
-def fuse_pooling(model: nn.Module) -> nn.Module:
-    """``model``, or an ``nn.Sequential`` over its own layers with activation-and-pooling
-    pairs fused (see the module docstring); nested ``nn.Sequential``s are fused too."""
-    return rewrite_sequential(model, _pooling_rule)
+    traced.graph.lint()
+    traced.recompile()
+    traced.delete_all_unused_submodules()  # the replaced layers live on inside their stand-ins
+    return traced

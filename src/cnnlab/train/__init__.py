@@ -1,7 +1,7 @@
 """Training loop, callbacks, optimizers and schedules."""
 
+from cnnlab.hardware import pick_device, pick_precision
 from cnnlab.train.callbacks import Callback, EarlyStopping, LambdaCallback
-from cnnlab.train.hardware import pick_device, pick_precision
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from cnnlab.train.trainer import History, Trainer, evaluate, fit, predict
 

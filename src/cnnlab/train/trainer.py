@@ -11,36 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab import speed
+from cnnlab.config import DEFAULTS, TrainConfig, check_option
+from cnnlab.data.augment import Augment
 from cnnlab.data.loader import Preprocess, TensorBatches
 from cnnlab.errors import CnnlabError
+from cnnlab.hardware import has_convolutions, pick_device, pick_precision
+from cnnlab.predict import Predictor
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.fastpath import fast_forward
-from cnnlab.train.hardware import has_convolutions, pick_device, pick_precision, tune_cpu_allocator
 from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.progress import ProgressBar
 
 Data = Any  # ImageData, or a (images, labels) pair of tensors
-
-
-def shifted_views(images: torch.Tensor, flip: bool = False) -> Iterator[torch.Tensor]:
-    """Test-time augmentation views of a uint8 batch: itself, moved one pixel up, down,
-    left and right (empty borders filled with 0), and mirrored when ``flip``."""
-    yield images
-    padded = F.pad(images, (1, 1, 1, 1))
-    h, w = images.shape[-2:]
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        yield padded[..., dy : dy + h, dx : dx + w]
-    if flip:
-        yield images.flip(-1)
 
 
 def split_data(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,40 +86,6 @@ class History:
         self.epochs.append(dict(row))
 
 
-@torch.inference_mode()
-def predict_proba(
-    model: nn.Module,
-    preprocess: Preprocess,
-    images: torch.Tensor,
-    *,
-    batch_size: int = 1000,
-    tta: bool = False,
-    flip: bool = False,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Class probabilities (on the CPU) of ``model`` for uint8 images N×C×H×W.
-
-    Batches go to the model's device; ``tta`` averages over :func:`shifted_views`.
-    """
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    model.eval()
-    device = next(model.parameters()).device
-    model = fast_forward(model)  # the same model, faster (see cnnlab.train.fastpath)
-    outs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)
-        views = list(shifted_views(batch, flip)) if tta else [batch]
-        probs = torch.zeros(())
-        for view in views:
-            inp = preprocess(view)
-            if channels_last and inp.dim() == 4:
-                inp = inp.contiguous(memory_format=torch.channels_last)
-            probs = probs + model(inp).float().softmax(dim=1)
-        outs.append((probs / len(views)).cpu())
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
 class _EpochMetrics:
     """Mean loss and accuracy of the training batches of one epoch."""
 
@@ -161,31 +119,36 @@ class _EpochMetrics:
 class Trainer:
     """Fit, evaluate and predict with a classifier that outputs logits.
 
+    The training options and their defaults are :class:`~cnnlab.config.TrainConfig`'s
+    (see ``cnnlab train --help``); :meth:`from_config` takes them from a config.
+
     Args:
         model: any ``nn.Module`` mapping a float batch to class logits.
         preprocess: how uint8 images become model input (default: scale to 0–1, 28×28×1).
         optimizer: one of ``sgd nesterov adagrad adadelta adam adamw``.
         lr: base learning rate (``None``: the optimizer's usual one).
+        weight_decay, momentum: the optimizer's (momentum for sgd and nesterov).
         schedule: ``constant``, ``step``, ``cosine`` or ``onecycle`` (per step).
         labels: ``"int"`` (sparse cross-entropy) or ``"onehot"`` (categorical).
         label_smoothing: spread this much target mass over the other classes.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        precision: ``"auto"`` (default: bf16 autocast where the hardware computes bf16
-            natively, see :func:`~cnnlab.train.hardware.pick_precision`), ``"bf16"`` or
+        precision: ``"auto"`` (bf16 autocast where the hardware computes bf16
+            natively, see :func:`~cnnlab.hardware.pick_precision`), ``"bf16"`` or
             ``"fp32"``. Weights, optimizer state and the loss stay fp32.
         channels_last: feed convolutions NHWC-strided batches (``None``: yes when the
             model has a convolution; measured faster on CPU and GPU).
         compile: run the training steps through ``torch.compile`` (pays off on GPUs; on
             the CPUs measured it was slower, see docs/benchmarks.md).
-        fuse: train and predict through :func:`~cnnlab.train.fastpath.fast_forward`'s
-            view of the model (activation and 2×2 max pooling in one native pass, native
-            first convolution, small linear layers in fp32: the same model, faster).
-        augment: a batch augmentation (e.g. :class:`~cnnlab.data.augment.Augment`),
-            applied to training batches only.
+        speed_up: train and predict through the speed layer's view of the model
+            (:func:`cnnlab.speed.speed_up`: the same model, the same results up to
+            rounding, faster on the CPU).
+        augment: a batch augmentation (an :class:`~cnnlab.data.augment.Augment`, its
+            settings as a dict, or any function of a float batch), applied to training
+            batches only.
         ema: decay of an exponential moving average of the weights (0: off; e.g.
             0.999). Evaluation and prediction then use the averaged weights.
         tta: average predictions over shifted copies of each image (see
-            :func:`shifted_views`) in ``evaluate`` and ``predict``.
+            :func:`~cnnlab.predict.shifted_views`) in ``evaluate`` and ``predict``.
     """
 
     def __init__(
@@ -193,44 +156,44 @@ class Trainer:
         model: nn.Module,
         *,
         preprocess: Preprocess | None = None,
-        optimizer: str = "adam",
-        lr: float | None = None,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        schedule: str = "constant",
-        labels: str = "int",
-        label_smoothing: float = 0.0,
-        device: str | torch.device = "auto",
+        optimizer: str = DEFAULTS.optimizer,  # type: ignore[assignment]
+        lr: float | None = DEFAULTS.lr,
+        weight_decay: float = DEFAULTS.weight_decay,  # type: ignore[assignment]
+        momentum: float = DEFAULTS.momentum,  # type: ignore[assignment]
+        schedule: str = DEFAULTS.schedule,  # type: ignore[assignment]
+        labels: str = DEFAULTS.labels,  # type: ignore[assignment]
+        label_smoothing: float = DEFAULTS.label_smoothing,  # type: ignore[assignment]
+        device: str | torch.device = DEFAULTS.device,
         progress: bool = True,
-        precision: str = "auto",
+        precision: str = DEFAULTS.precision,  # type: ignore[assignment]
         channels_last: bool | None = None,
-        compile: bool = False,
-        fuse: bool = True,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        ema: float = 0.0,
-        tta: bool = False,
+        compile: bool = DEFAULTS.compile,  # type: ignore[assignment]
+        speed_up: bool = True,
+        augment: Augment | dict[str, float] | Callable[[torch.Tensor], torch.Tensor] | None = (
+            DEFAULTS.augment
+        ),
+        ema: float = DEFAULTS.ema,  # type: ignore[assignment]
+        tta: bool = DEFAULTS.tta,  # type: ignore[assignment]
     ) -> None:
-        if labels not in ("int", "onehot"):
-            raise CnnlabError(f"labels must be 'int' or 'onehot', not {labels!r}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise CnnlabError(f"label smoothing must be in [0, 1), not {label_smoothing}")
-        lr_factor(schedule, 1)  # validates the name early
-        if not 0.0 <= ema < 1.0:
-            raise CnnlabError(f"EMA decay must be in [0, 1), not {ema}")
+        for name, value in (("labels", labels), ("label_smoothing", label_smoothing),
+                            ("schedule", schedule), ("ema", ema)):  # fmt: skip
+            check_option(name, value)
         self.device = pick_device(device)
         if self.device.type == "cpu":
-            tune_cpu_allocator()
+            speed.tune_cpu_allocator()
         self.precision = pick_precision(precision, self.device)
         self.channels_last = has_convolutions(model) if channels_last is None else channels_last
         self.model = model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
+        self.speed_up = speed_up
+        self.fast_model = speed.speed_up(self.model) if speed_up else self.model
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.fast_model
         if compile:
             self.forward = torch.compile(self.model)
-        elif fuse:
-            self.forward = fast_forward(self.model)
-        self.augment = augment
+        self.augment = Augment.from_dict(augment) if isinstance(augment, dict) else augment
+        if isinstance(self.augment, Augment) and not self.augment.active:
+            self.augment = None
         self.ema_decay = ema
         self.ema_model: nn.Module | None = None
         if ema:
@@ -248,6 +211,14 @@ class Trainer:
         self.total_steps = 0
         self.history = History()
         self.stop_training = False
+        self._predictor: Predictor | None = None
+
+    @classmethod
+    def from_config(cls, model: nn.Module, config: TrainConfig, **kwargs: Any) -> Trainer:
+        """A trainer for ``model`` with every option of a resolved ``config`` that the
+        trainer takes (the others, such as epochs, are :meth:`fit`'s); ``kwargs`` add
+        the ones a config does not hold (``preprocess``, ``progress``, ``speed_up``)."""
+        return cls(model, **trainer_options(config), **kwargs)
 
     # ------------------------------------------------------------------ training
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -410,18 +381,27 @@ class Trainer:
         """Class probabilities (N × classes, on the CPU) for uint8 images N×C×H×W.
 
         With ``tta`` (default: the trainer's setting) each image's probabilities are the
-        mean over its :func:`shifted_views`, mirrored views included when the training
-        augmentation flips images.
+        mean over its :func:`~cnnlab.predict.shifted_views`, mirrored views included when
+        the training augmentation flips images.
         """
-        return predict_proba(
-            self.eval_model,
-            self.preprocess,
-            self._images(x),
-            batch_size=batch_size,
-            tta=self.tta if tta is None else tta,
-            flip=bool(getattr(self.augment, "flip", 0)),
-            channels_last=self.channels_last,
-        )
+        tta = self.tta if tta is None else tta
+        return self.predictor.probabilities(self._images(x), batch_size=batch_size, tta=tta)
+
+    @property
+    def predictor(self) -> Predictor:
+        """What ``predict`` and ``evaluate`` run: :attr:`eval_model` with the
+        trainer's preprocessing, through the speed layer's view unless turned off."""
+        model = self.eval_model
+        if self._predictor is None or self._predictor.model is not model:
+            self._predictor = Predictor(
+                model,
+                self.preprocess,
+                flip=bool(getattr(self.augment, "flip", 0)),
+                speed_up=self.speed_up,
+                channels_last=self.channels_last,
+                forward=self.fast_model if model is self.model else None,
+            )
+        return self._predictor
 
     def evaluate(
         self, x: Data, batch_size: int = 1000, tta: bool | None = None
@@ -468,27 +448,16 @@ class Trainer:
         self.history = History([dict(r) for r in state["history"]])
 
 
+def trainer_options(config: TrainConfig) -> dict[str, Any]:
+    """The options of ``config`` that :class:`Trainer` takes, by name (``model``, the
+    config's model id, is not the trainer's module)."""
+    names = set(inspect.signature(Trainer).parameters) - {"model"}
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.name in names}
+
+
 def fit(model: nn.Module, x: Data, **kwargs: Any) -> History:
-    """One-call training: ``Trainer`` options and ``Trainer.fit`` options together."""
-    trainer_keys = {
-        "preprocess",
-        "optimizer",
-        "lr",
-        "weight_decay",
-        "momentum",
-        "schedule",
-        "labels",
-        "label_smoothing",
-        "device",
-        "progress",
-        "precision",
-        "channels_last",
-        "compile",
-        "fuse",
-        "augment",
-        "ema",
-        "tta",
-    }
+    """One-call training: :class:`Trainer`'s options and :meth:`Trainer.fit`'s together."""
+    trainer_keys = set(inspect.signature(Trainer).parameters) - {"model"}
     trainer = Trainer(model, **{k: v for k, v in kwargs.items() if k in trainer_keys})
     return trainer.fit(x, **{k: v for k, v in kwargs.items() if k not in trainer_keys})
 
