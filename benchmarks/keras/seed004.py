@@ -17,7 +17,7 @@ high-level API (``paddle.Model(net).prepare(Adam, CrossEntropyLoss, Accuracy)``,
   ``Normalize(mean=127.5, std=127.5)`` transform does. The tutorial evaluated the test set after
   every epoch; here it is evaluated once at the end (``cnnlab train --model
   seed004-lenet-max`` likewise trains without a per-epoch evaluation unless
-  ``--validation-test`` is given), so ``epoch_seconds`` is training only either way.
+  ``--validation test`` is given), so ``epoch_seconds`` is training only either way.
 - MNIST comes from the gzip IDX files cnnlab reads; one JSON line is printed at the end.
 
     .tfvenv/bin/python benchmarks/keras/seed004.py             # 5 epochs

@@ -1,76 +1,247 @@
-"""The training configuration: every option of a run, with its default, in one place."""
+"""Every option of a training run, with its default, its check and its help, in one place.
+
+:class:`TrainConfig` is the one source of the training options:
+
+- ``cnnlab train``'s flags are generated from its fields (:mod:`cnnlab.cli.config_flags`):
+  each flag's name, type, choices, default and help come from the field;
+- :meth:`TrainConfig.resolved` fills what the user left out from the recipes, then from
+  each field's ``fallback``;
+- :func:`check_option` is the one check of a value, used by the flags, by the config and
+  by :class:`~cnnlab.train.Trainer`;
+- :data:`DEFAULTS` (every field at its fallback) gives the Trainer its keyword defaults,
+  and the Trainer takes exactly the fields its signature names.
+
+Adding an option therefore touches this file, the code that uses the option and a test.
+This module imports nothing heavy, so ``cnnlab --help`` stays quick.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import copy
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from cnnlab.errors import CnnlabError
 
+OPTIMIZERS = ("sgd", "nesterov", "adagrad", "adadelta", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+#: A check: the value -> what is wrong with it ("must be positive"), or None when it is fine.
+Check = Callable[[Any], "str | None"]
+
+
+def at_least(low: int) -> Check:
+    """A check: a whole number of at least ``low``."""
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def positive(v: float) -> str | None:
+    """A check: a finite number above 0."""
+    return None if math.isfinite(v) and v > 0 else "must be positive"
+
+
+def non_negative(v: float) -> str | None:
+    """A check: a finite number of at least 0."""
+    return None if math.isfinite(v) and v >= 0 else "must be at least 0"
+
+
+def fraction(v: float) -> str | None:
+    """A check: a number in [0, 1)."""
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def finite(v: float) -> str | None:
+    """A check: any finite number."""
+    return None if math.isfinite(v) else "must be a finite number"
+
+
+@dataclass(frozen=True)
+class Option:
+    """What :class:`TrainConfig` knows of one field besides its type and default."""
+
+    help: str
+    #: The value when neither the user nor a recipe sets the field (``None``: stays unset).
+    fallback: Any = None
+    #: How ``--help`` words the default, where "recipe, else <fallback>" does not fit.
+    default_text: str | None = None
+    choices: tuple[str, ...] | None = None
+    check: Check | None = None
+    #: Command-line text -> value, where the field's type alone cannot say (a dict).
+    parse: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    #: The flag, when it is not ``--`` and the field's name with dashes.
+    flag: str | None = None
+    #: Whether the flag may be given several times, each adding to a dict.
+    repeatable: bool = False
+
+
+def _option(default: Any = None, **meta: Any) -> Any:
+    factory = meta.pop("factory", None)
+    metadata = {"option": Option(**meta)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _key_value(text: str) -> dict[str, Any]:
+    """``--arg KEY=VALUE``: the value read as JSON when it can be (numbers, true, null)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return {key.strip(): json.loads(value)}
+    except json.JSONDecodeError:
+        return {key.strip(): value}
+
+
+def _augment(text: str) -> dict[str, float]:
+    from cnnlab.data.augment import Augment  # torch: only when the flag is given
+
+    return Augment.parse(text).to_dict()
+
 
 @dataclass
 class TrainConfig:
-    """What to train and how. ``None`` means "the recipe's value, else the default".
+    """What to train and how. ``None`` means "the recipe's value, else the fallback".
 
     Values are filled in this order (:meth:`resolved`): what the user set, then the
     named recipe (``--recipe``, see ``cnnlab recipes``), then the model's own recipe
-    (the tutorial's settings, see ``cnnlab models -v``), then :attr:`DEFAULTS`. Training
-    ``seed002-cnn`` without options therefore uses batch 200, 10 epochs and one-hot
-    labels, as seed002 does.
+    (the tutorial's settings, see ``cnnlab models -v``), then each field's fallback.
+    Training ``seed002-cnn`` without options therefore uses batch 200, 10 epochs and
+    one-hot labels, as its tutorial does.
     """
 
-    model: str | None = None  # default seed000-cnn, or the recipe's model
-    model_args: dict[str, Any] = field(default_factory=dict)
-    recipe: str | None = None  # a named recipe: model + options
-    dataset: str | None = None  # default mnist
-    epochs: int | None = None  # default 5
-    steps: int | None = None  # total optimizer steps; overrides epochs when set
-    batch_size: int | None = None  # default 64
-    optimizer: str | None = None  # default adam
-    lr: float | None = None  # default: the optimizer's usual rate
-    weight_decay: float | None = None  # default 0
-    momentum: float = 0.9
-    schedule: str | None = None  # default constant
-    labels: str | None = None  # "int" (default) or "onehot"
-    label_smoothing: float | None = None  # default 0
-    validation_split: float | None = None  # default 0.2
-    validation: str = "split"  # "split" or "test" (report test metrics each epoch)
-    augment: dict[str, float] | None = None  # Augment settings; default none
-    ema: float | None = None  # EMA decay of the weights; default 0 (off)
-    tta: bool | None = None  # test-time augmentation for the test figures; default off
-    early_stopping: int | None = None  # patience in epochs on val_accuracy; default 0 (off)
-    select: str | None = None  # "last" (default) or "best" (best val_accuracy epoch)
-    precision: str | None = None  # "auto" (default), "fp32" or "bf16"
-    compile: bool | None = None  # torch.compile the model; default off
-    seed: int = 0
-    device: str = "auto"
-    mean: float | None = None  # subtracted after scaling pixels to 0–1; default 0
-    std: float | None = None  # divides after the mean; default 1
+    model: str | None = _option(
+        help="model id (see 'cnnlab models')",
+        fallback="seed000-cnn",
+        default_text="the recipe's model, else seed000-cnn",
+    )
+    model_args: dict[str, Any] = _option(
+        factory=dict,
+        help="model argument, e.g. --arg width=48 (repeatable)",
+        parse=_key_value,
+        metavar="KEY=VALUE",
+        flag="--arg",
+        repeatable=True,
+        default_text="the model's own",
+    )
+    recipe: str | None = _option(
+        help="a named recipe: model and options (see 'cnnlab recipes'); options given here win",
+        metavar="NAME",
+    )
+    dataset: str | None = _option(
+        help="dataset: mnist, fashion-mnist, kmnist or digits", fallback="mnist"
+    )
+    epochs: int | None = _option(
+        help="epochs; with --resume, how many more", fallback=5, check=at_least(1)
+    )
+    steps: int | None = _option(
+        help="total optimizer steps instead of epochs (seed003 trains 20,000)",
+        check=at_least(1),
+        default_text="recipe, else none: epochs count",
+    )
+    batch_size: int | None = _option(help="batch size", fallback=64, check=at_least(1))
+    optimizer: str | None = _option(help="optimizer", fallback="adam", choices=OPTIMIZERS)
+    lr: float | None = _option(
+        help="learning rate",
+        check=positive,
+        default_text="recipe, else the optimizer's usual one",
+    )
+    weight_decay: float | None = _option(help="weight decay", fallback=0.0, check=non_negative)
+    momentum: float | None = _option(
+        help="momentum of sgd and nesterov", fallback=0.9, check=non_negative
+    )
+    schedule: str | None = _option(
+        help="learning-rate schedule", fallback="constant", choices=SCHEDULES
+    )
+    labels: str | None = _option(
+        help="sparse integer or one-hot labels", fallback="int", choices=("int", "onehot")
+    )
+    label_smoothing: float | None = _option(help="label smoothing", fallback=0.0, check=fraction)
+    validation_split: float | None = _option(
+        help="fraction of the training set held out for validation",
+        fallback=0.2,
+        check=fraction,
+    )
+    validation: str = _option(
+        "split",
+        help="what the per-epoch validation figures come from: the held-out split, or the "
+        "test set (as seed004 does; then never used for choosing anything)",
+        choices=("split", "test"),
+    )
+    augment: dict[str, float] | None = _option(
+        help="batch augmentation: a preset (digits, digits-elastic, fashion, none) and/or "
+        "key=value pairs of rotate (degrees), scale, shear (degrees), translate (fraction), "
+        "elastic (pixels), elastic_sigma, flip and erase (probabilities), e.g. "
+        "'rotate=10,scale=0.1,translate=0.1'",
+        fallback={},
+        default_text="recipe, else none",
+        parse=_augment,
+        metavar="SPEC",
+    )
+    ema: float | None = _option(
+        help="keep an exponential moving average of the weights with this decay, e.g. "
+        "0.999, and use it for validation, test and the saved weights",
+        fallback=0.0,
+        default_text="recipe, else off",
+        check=fraction,
+        metavar="DECAY",
+    )
+    tta: bool | None = _option(
+        help="test-time augmentation for the test figures: average over one-pixel shifts; "
+        "metrics.json keeps the plain figures too",
+        fallback=False,
+        default_text="recipe, else off",
+    )
+    early_stopping: int | None = _option(
+        help="stop when validation accuracy has not improved for this many epochs (0: never)",
+        fallback=0,
+        check=at_least(0),
+        metavar="PATIENCE",
+    )
+    select: str | None = _option(
+        help="keep the last epoch's weights, or those of the best validation accuracy",
+        fallback="last",
+        choices=("last", "best"),
+    )
+    precision: str | None = _option(
+        help="arithmetic: bf16 autocast or fp32; auto is bf16 where the hardware computes "
+        "bf16 natively (CUDA GPUs that support it, CPUs with AVX-512 BF16 or AMX), else fp32",
+        fallback="auto",
+        choices=PRECISIONS,
+    )
+    compile: bool | None = _option(
+        help="run the model through torch.compile (pays off on GPUs; slower on the CPUs measured)",
+        fallback=False,
+        default_text="recipe, else off",
+    )
+    seed: int = _option(0, help="random seed: same seed, same weights")
+    device: str = _option(
+        "auto",
+        help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps",
+    )
+    mean: float | None = _option(
+        help="subtracted from the pixels after scaling them to 0-1", fallback=0.0, check=finite
+    )
+    std: float | None = _option(
+        help="divides the pixels after the mean is subtracted", fallback=1.0, check=positive
+    )
 
-    DEFAULTS = {
-        "model": "seed000-cnn",
-        "dataset": "mnist",
-        "epochs": 5,
-        "batch_size": 64,
-        "optimizer": "adam",
-        "weight_decay": 0.0,
-        "schedule": "constant",
-        "labels": "int",
-        "label_smoothing": 0.0,
-        "validation_split": 0.2,
-        "augment": {},
-        "ema": 0.0,
-        "tta": False,
-        "early_stopping": 0,
-        "select": "last",
-        "precision": "auto",
-        "compile": False,
-        "mean": 0.0,
-        "std": 1.0,
-    }
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                check_option(f.name, value, f"--{f.name.replace('_', '-')}")
 
     def resolved(self, recipe: dict[str, Any]) -> TrainConfig:
-        """A copy with every ``None`` filled from ``recipe``, then :attr:`DEFAULTS`.
+        """A copy with every ``None`` filled from ``recipe``, then from the fallbacks.
 
         The length of training is taken whole: when the user gives ``epochs`` or
         ``steps``, neither comes from the recipe. A recipe's ``lr`` is used only with
@@ -86,49 +257,25 @@ class TrainConfig:
             values[key] = recipe[key]
         if values["lr"] is None and values["optimizer"] == recipe.get("optimizer"):
             values["lr"] = recipe.get("lr")
-        for key, value in self.DEFAULTS.items():
-            if values.get(key) is None and not (key == "epochs" and values["steps"]):
-                values[key] = value
+        for key, fallback in FALLBACKS.items():
+            if values[key] is None and not (key == "epochs" and values["steps"]):
+                values[key] = copy.deepcopy(fallback)
         cfg = TrainConfig(**values)
-        cfg.validate()
+        cfg.check_combination()
         return cfg
 
-    def validate(self) -> None:
-        """Reject values that cannot work, with a message naming the option."""
-        if self.epochs is not None and self.epochs < 1:
-            raise CnnlabError(f"--epochs must be at least 1, not {self.epochs}")
-        if self.steps is not None and self.steps < 1:
-            raise CnnlabError(f"--steps must be at least 1, not {self.steps}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CnnlabError(f"--batch-size must be at least 1, not {self.batch_size}")
-        if self.validation_split is not None and not 0 <= self.validation_split < 1:
-            raise CnnlabError(f"--validation-split must be in [0, 1), not {self.validation_split}")
-        if self.validation not in ("split", "test"):
-            raise CnnlabError(f"validation must be 'split' or 'test', not {self.validation!r}")
-        if self.lr is not None and not self.lr > 0:
-            raise CnnlabError(f"--lr must be positive, not {self.lr}")
-        if self.std is not None and self.std <= 0:
-            raise CnnlabError(f"--std must be positive, not {self.std}")
-        if self.ema is not None and not 0 <= self.ema < 1:
-            raise CnnlabError(f"--ema must be in [0, 1), not {self.ema}")
-        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
-            raise CnnlabError(f"--label-smoothing must be in [0, 1), not {self.label_smoothing}")
-        if self.early_stopping is not None and self.early_stopping < 0:
-            raise CnnlabError(f"--early-stopping must be >= 0, not {self.early_stopping}")
-        if self.select is not None and self.select not in ("last", "best"):
-            raise CnnlabError(f"--select must be 'last' or 'best', not {self.select!r}")
-        needs_val = (self.select == "best" or (self.early_stopping or 0) > 0) and (
-            self.validation == "split" and self.validation_split == 0
-        )
-        if needs_val:
+    def check_combination(self) -> None:
+        """Reject options that cannot work together (each one alone is checked on creation)."""
+        chooses = self.select == "best" or bool(self.early_stopping)
+        if chooses and self.validation == "test":
+            raise CnnlabError(
+                "--select best and --early-stopping choose on the validation split, "
+                "never the test set; drop --validation test"
+            )
+        if chooses and self.validation_split == 0:
             raise CnnlabError(
                 "--select best and --early-stopping need a validation split "
                 "(--validation-split > 0)"
-            )
-        if self.validation == "test" and (self.select == "best" or self.early_stopping):
-            raise CnnlabError(
-                "--select best and --early-stopping choose on the validation split, "
-                "never the test set; drop --validation-test"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,3 +287,55 @@ class TrainConfig:
         """Inverse of :meth:`to_dict`, ignoring keys this version does not know."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def option_fields() -> list[Field[Any]]:
+    """The fields of :class:`TrainConfig`, in order."""
+    return list(fields(TrainConfig))
+
+
+def option_of(f: Field[Any]) -> Option:
+    """The :class:`Option` of a :class:`TrainConfig` field."""
+    return f.metadata["option"]
+
+
+def field_default(f: Field[Any]) -> Any:
+    """A field's default value (a fresh one for fields with a factory)."""
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def field_type(f: Field[Any]) -> type:
+    """A field's value type, ``Optional`` taken off: int, float, str, bool or dict."""
+    hint = _HINTS[f.name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def check_option(name: str, value: Any, label: str | None = None) -> None:
+    """Raise a :class:`CnnlabError` naming ``label`` (default ``name``) when ``value`` is
+    not a valid setting of the option ``name``."""
+    f = _FIELDS[name]
+    opt, kind, label = option_of(f), field_type(f), label or name
+    accepted = (int, float) if kind is float else kind
+    if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+        raise CnnlabError(f"{label} must be {kind.__name__}, not {value!r}")
+    if opt.choices is not None and value not in opt.choices:
+        raise CnnlabError(f"{label} must be one of {', '.join(opt.choices)}, not {value!r}")
+    problem = opt.check(value) if opt.check is not None else None
+    if problem:
+        raise CnnlabError(f"{label} {problem}, not {value!r}")
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+#: The fallback of every field that has one.
+FALLBACKS: dict[str, Any] = {
+    f.name: option_of(f).fallback for f in fields(TrainConfig) if option_of(f).fallback is not None
+}
+#: Every option at its built-in value: what training uses when nothing else is said.
+DEFAULTS = TrainConfig(
+    **{f.name: FALLBACKS.get(f.name, field_default(f)) for f in fields(TrainConfig)}
+)

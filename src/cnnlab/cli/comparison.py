@@ -7,7 +7,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from cnnlab.cli.options import add_data_dir, add_threads, fraction, positive_int, set_threads
+from cnnlab.cli.config_flags import add_config_flags, config_from_args
+from cnnlab.cli.options import add_data_dir, add_threads, set_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,35 +22,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "overfitting gap. The tutorial's comparison: cnnlab compare seed002-cnn seed002-mlp",
     )
     p.add_argument("entries", nargs="+", metavar="MODEL_OR_RECIPE")
-    p.add_argument("--dataset", help="dataset for every entry (default: each entry's recipe)")
     add_data_dir(p)
-    p.add_argument("--epochs", type=positive_int, help="epochs (default: each entry's recipe)")
-    p.add_argument("--batch-size", type=positive_int, help="batch size (default: recipe)")
-    p.add_argument("--validation-split", type=fraction, help="held-out fraction (default: recipe)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for every entry (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     add_threads(p)
     p.add_argument("--out", metavar="DIR", help="folder for the runs (default runs/compare-<time>)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    options = p.add_argument_group(
+        "training options",
+        "given here, an option applies to every entry; left out, each entry takes its own recipe's",
+    )
+    add_config_flags(options, exclude={"model", "recipe", "model_args"})  # type: ignore[arg-type]
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from cnnlab import atomic
     from cnnlab.compare import compare, format_table
-    from cnnlab.config import TrainConfig
 
     set_threads(args)
     out = Path(args.out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}")
-    base = TrainConfig(
-        dataset=args.dataset,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_split=args.validation_split,
-        seed=args.seed,
-        device=args.device,
-    )
+    base = config_from_args(args)
     rows = compare(args.entries, out, base, data_dir=args.data_dir, progress=not args.quiet)
     atomic.write_json(out / "comparison.json", rows)
     table = format_table(rows)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnlab.cli.options import model_args
+from cnnlab.cli.config_flags import add_config_flags
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -62,13 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--input-size", metavar="C,H,W", help="input size (default: the model's declared one)"
     )
-    p.add_argument(
-        "--arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model argument, e.g. --arg num_classes=1000 (repeatable)",
-    )
+    add_config_flags(p, only={"model_args"})
     p.set_defaults(func=_layers)
 
     p = sub.add_parser(
@@ -120,8 +114,8 @@ def _load(args: argparse.Namespace) -> LoadedImage:
 
 def _filter(args: argparse.Namespace) -> int:
     from cnnlab.conv.arithmetic import format_shape
+    from cnnlab.conv.filters import apply_kernel, display_rgb, parse_kernel
     from cnnlab.conv.images import save_png
-    from cnnlab.conv.kernels import apply_kernel, display_rgb, parse_kernel
     from cnnlab.conv.ops import resolve_padding, resolve_stride
 
     kernel = parse_kernel(args.kernel, size=args.size, sigma=args.sigma)
@@ -149,8 +143,8 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _filters(args: argparse.Namespace) -> int:
-    from cnnlab.conv.kernels import get_kernel
-    from cnnlab.viz.features import save_figure
+    from cnnlab.conv.filters import get_kernel
+    from cnnlab.viz.figures import save_figure
     from cnnlab.viz.sheets import filter_sheet
 
     kernels = None
@@ -171,7 +165,7 @@ def _layers(args: argparse.Namespace) -> int:
     if args.input_size:
         c, h, w = _ints(args.input_size, "--input-size", (3,))
         size = (c, h, w)
-    kwargs = model_args(args.arg)
+    kwargs = args.model_args
     table = layer_table(args.model, size, **kwargs)
     print(f"{table.model}: input {format_shape(table.input_shape)}")
     print(table.format())

@@ -7,16 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cnnlab.cli.options import (
-    add_data_dir,
-    add_model_args,
-    add_threads,
-    fraction,
-    model_args,
-    positive_float,
-    positive_int,
-    set_threads,
-)
+from cnnlab.cli.config_flags import add_config_flags, changed_flags, config_from_args
+from cnnlab.cli.options import add_data_dir, add_threads, positive_int, set_threads
 from cnnlab.errors import CnnlabError
 
 
@@ -37,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("summary", help="layers, shapes, parameters, multiply-adds, sizes")
     p.add_argument("model", help="a registered model id or a run folder")
-    add_model_args(p)
+    add_config_flags(p, only={"model_args"})
     p.add_argument("--depth", type=positive_int, default=3, help="nesting depth (default 3)")
     p.set_defaults(func=cmd_summary)
 
@@ -48,117 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "split. Options left out take the model's own recipe "
         "(see 'cnnlab models -v'), then the defaults shown.",
     )
-    p.add_argument("--model", help="model id (default: the recipe's model, else seed000-cnn)")
-    p.add_argument(
-        "--recipe",
-        metavar="NAME",
-        help="a named recipe: model and options (see 'cnnlab recipes'); options given here win",
-    )
-    add_model_args(p)
-    p.add_argument(
-        "--dataset", help="mnist, fashion-mnist, kmnist or digits (default: recipe, else mnist)"
-    )
+    add_config_flags(p)
     add_data_dir(p)
     p.add_argument(
         "--fallback-dataset",
         metavar="NAME",
         help="train on this dataset if --dataset cannot be found or downloaded",
     )
-    p.add_argument(
-        "--epochs",
-        type=positive_int,
-        help="epochs (default: recipe, else 5); with --resume, how many more",
-    )
-    p.add_argument(
-        "--steps",
-        type=positive_int,
-        help="total optimizer steps instead of epochs (seed003 trains 20,000)",
-    )
-    p.add_argument("--batch-size", type=positive_int, help="batch size (default: recipe, else 64)")
-    p.add_argument(
-        "--optimizer",
-        choices=("sgd", "nesterov", "adagrad", "adadelta", "adam", "adamw"),
-        help="optimizer (default: recipe, else adam)",
-    )
-    p.add_argument(
-        "--lr",
-        type=positive_float,
-        help="learning rate (default: recipe, else the optimizer's usual one)",
-    )
-    p.add_argument("--weight-decay", type=float, help="weight decay (default 0)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument(
-        "--schedule",
-        choices=("constant", "step", "cosine", "onecycle"),
-        help="learning-rate schedule (default: recipe, else constant)",
-    )
-    p.add_argument(
-        "--labels",
-        choices=("int", "onehot"),
-        help="sparse integer or one-hot labels (default: recipe, else int)",
-    )
-    p.add_argument(
-        "--label-smoothing", type=fraction, help="label smoothing (default: recipe, else 0)"
-    )
-    p.add_argument(
-        "--augment",
-        metavar="SPEC",
-        help="batch augmentation: a preset (digits, digits-elastic, fashion, none) and/or "
-        "key=value pairs of rotate (degrees), scale, shear (degrees), translate (fraction), "
-        "elastic (pixels), elastic_sigma, flip and erase (probabilities), e.g. "
-        "'rotate=10,scale=0.1,translate=0.1' (default: recipe, else none)",
-    )
-    p.add_argument(
-        "--ema",
-        type=fraction,
-        metavar="DECAY",
-        help="keep an exponential moving average of the weights with this decay, e.g. 0.999, "
-        "and use it for validation, test and the saved weights (default: recipe, else off)",
-    )
-    p.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="test-time augmentation for the test figures: average over one-pixel shifts "
-        "(default: recipe, else off); metrics.json keeps the plain figures too",
-    )
-    p.add_argument(
-        "--early-stopping",
-        type=int,
-        metavar="PATIENCE",
-        help="stop when validation accuracy has not improved for this many epochs (default: off)",
-    )
-    p.add_argument(
-        "--select",
-        choices=("last", "best"),
-        help="keep the last epoch's weights, or those of the best validation accuracy "
-        "(default last)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        help="arithmetic: bf16 autocast or fp32; auto is bf16 on CUDA GPUs that have it, "
-        "else fp32 (default: recipe, else auto)",
-    )
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run the model through torch.compile (pays off on GPUs; default off)",
-    )
-    p.add_argument(
-        "--validation-split",
-        type=fraction,
-        help="fraction of the training set held out (default: recipe, else 0.2)",
-    )
-    p.add_argument(
-        "--validation-test",
-        action="store_true",
-        help="report test-set figures after every epoch instead of a held-out "
-        "split (as seed004 does; never used for choosing anything)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     add_threads(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue training this run folder")
@@ -178,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
     p.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
     add_data_dir(p)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    add_config_flags(p, only={"device"})
     add_threads(p)
     p.add_argument(
         "-o",
@@ -281,53 +169,30 @@ def cmd_summary(args: argparse.Namespace) -> int:
         run = load_run(target)
         print(summary(run.model, run.spec.input_size, depth=args.depth))
     else:
-        print(summary(args.model, depth=args.depth, **model_args(args.arg)))
+        print(summary(args.model, depth=args.depth, **args.model_args))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab.config import TrainConfig
     from cnnlab.runs import train_run
 
     set_threads(args)
+    config = config_from_args(args)
     if args.resume:
+        changed = [f for f in changed_flags(config) if f != "--epochs"]
+        if changed:
+            raise CnnlabError(
+                f"--resume continues with the run's own settings; drop {', '.join(changed)} "
+                "(only --epochs applies)"
+            )
         result = train_run(
-            TrainConfig(),
+            config,
             data_dir=args.data_dir,
             resume=args.resume,
             more_epochs=args.epochs,
             progress=not args.quiet,
         )
     else:
-        from cnnlab.data.augment import Augment
-
-        config = TrainConfig(
-            model=args.model,
-            recipe=args.recipe,
-            model_args=model_args(args.arg),
-            dataset=args.dataset,
-            epochs=args.epochs,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            momentum=args.momentum,
-            schedule=args.schedule,
-            labels=args.labels,
-            label_smoothing=args.label_smoothing,
-            validation_split=args.validation_split,
-            validation="test" if args.validation_test else "split",
-            augment=None if args.augment is None else Augment.parse(args.augment).to_dict(),
-            ema=args.ema,
-            tta=args.tta,
-            early_stopping=args.early_stopping,
-            select=args.select,
-            precision=args.precision,
-            compile=args.compile,
-            seed=args.seed,
-            device=args.device,
-        )
         result = train_run(
             config,
             args.out,

@@ -121,7 +121,7 @@ class Augment:
             try:
                 values[key] = float(value)
             except ValueError:
-                raise CnnlabError(f"--augment {key}: expected a number, got {value!r}") from None
+                raise CnnlabError(f"{key}: expected a number, got {value!r}") from None
         return cls.from_dict(values)
 
     # ------------------------------------------------------------------------ apply
