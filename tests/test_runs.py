@@ -44,7 +44,7 @@ def test_loaded_run_reproduces_its_test_accuracy(digits_run: Path) -> None:
     run = load_run(digits_run)
     test = load_dataset("digits", "test")
     # loaded for fast batch inference: NHWC convolution weights
-    assert run.channels_last
+    assert run.predictor.channels_last
     assert run.model[0].weight.is_contiguous(memory_format=torch.channels_last)
     acc = (run.predict(test.images).argmax(1) == test.labels).float().mean().item()
     assert acc == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)

@@ -4,15 +4,20 @@ A model's own ``recipe`` (in the registry) is its tutorial's settings; a named r
 here is cnnlab's answer to a goal — the fastest 99% (``speedrun``), the most accurate
 digit recogniser (``mnist-best``), a strong Fashion-MNIST model (``fashion-best``).
 ``cnnlab train --recipe NAME`` uses it; any option given on the command line wins.
-Each recipe's measured results are in docs/benchmarks.md.
+Each recipe's measured results are in docs/benchmarks.md. :func:`resolve_config` merges
+the user's options with the recipes into the complete configuration of a run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cnnlab.config import FALLBACKS, TrainConfig
+from cnnlab.data.augment import AUGMENT_PRESETS
 from cnnlab.errors import CnnlabError
+from cnnlab.models import ModelSpec, get_model_spec
+from cnnlab.models.modern import ADAMW_ONECYCLE, SPEEDRUN_TRAINING
 
 
 @dataclass(frozen=True)
@@ -52,31 +57,41 @@ def list_recipes() -> list[str]:
     return sorted(RECIPES)
 
 
+def resolve_config(config: TrainConfig) -> tuple[ModelSpec, TrainConfig]:
+    """The model and the complete configuration: the user's options, then the named
+    recipe's, then the model's own recipe, then the fallbacks (:meth:`TrainConfig.resolved`).
+
+    A length of training (``epochs`` or ``steps``) is taken whole from the first layer
+    that sets one; the named recipe's model arguments apply to the recipe's own model.
+    """
+    recipe = get_recipe(config.recipe) if config.recipe else None
+    model = config.model or (recipe.model if recipe else FALLBACKS["model"])
+    spec = get_model_spec(model)
+    merged = dict(spec.recipe)
+    if recipe is not None:
+        if {"epochs", "steps"} & set(recipe.options):
+            merged.pop("epochs", None)
+            merged.pop("steps", None)
+        merged.update(recipe.options)
+        if model == recipe.model:
+            config = replace(config, model_args={**recipe.model_args, **config.model_args})
+    return spec, replace(config, model=model).resolved(merged)
+
+
 register_recipe(
     Recipe(
         name="speedrun",
         model="speedrun-cnn",
         description="99% MNIST test accuracy in the least wall time: 600 steps of batch 128 "
         "(1.3 epochs) of a small CNN with batch norm, Adam and a one-cycle schedule.",
-        options={
-            "steps": 600,
-            "batch_size": 128,
-            "optimizer": "adam",
-            "lr": 0.01,
-            "schedule": "onecycle",
-            "validation_split": 0.0,
-        },
+        options={**SPEEDRUN_TRAINING, "steps": 600},
     )
 )
 
 #: What the accuracy recipes share: one-cycle AdamW, label smoothing, weight averaging,
 #: test-time augmentation and a validation split of 5,000 training images.
 _ACCURATE: dict[str, Any] = {
-    "batch_size": 128,
-    "optimizer": "adamw",
-    "lr": 3e-3,
-    "weight_decay": 5e-4,
-    "schedule": "onecycle",
+    **ADAMW_ONECYCLE,
     "label_smoothing": 0.1,
     "validation_split": 5000 / 60000,
     "ema": 0.999,
@@ -93,7 +108,7 @@ register_recipe(
         options={
             **_ACCURATE,
             "epochs": 30,
-            "augment": {"rotate": 10.0, "scale": 0.1, "shear": 5.0, "translate": 0.1},
+            "augment": AUGMENT_PRESETS["digits"],
         },
     )
 )
@@ -109,7 +124,7 @@ register_recipe(
             **_ACCURATE,
             "dataset": "fashion-mnist",
             "epochs": 40,
-            "augment": {"translate": 0.1, "flip": 0.5, "erase": 0.5},
+            "augment": AUGMENT_PRESETS["fashion"],
         },
     )
 )

@@ -1,205 +1,42 @@
-"""The run folder: train into it, reload from it, resume it.
+"""Training into a run folder: :func:`train_run`, from a configuration or a run to resume.
 
-A run folder holds everything needed to use or continue a trained model::
-
-    config.json          model id and arguments, dataset, preprocessing, all options
-    weights.safetensors  the model's weights (safe to load from anyone)
-    checkpoint.pt        optimizer state, counters, RNG state (``weights_only`` loadable)
-    history.json         per-epoch loss, accuracy, validation figures, seconds
-    metrics.json         test_accuracy (a fraction), test_loss
-
-Each file is written atomically after every epoch, so an interrupted run can be
-resumed from its last finished epoch. Everything that consumes a trained model
-starts from :func:`load_run`.
+The configuration is completed from the recipes (:func:`cnnlab.recipes.resolve_config`),
+the model built, a :class:`~cnnlab.train.Trainer` made from the configuration, and the
+folder written after every epoch (:class:`~cnnlab.runs.folder.RunFolderWriter`); at the
+end the model is tested and ``metrics.json`` written.
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from cnnlab import atomic
 from cnnlab.config import TrainConfig
-from cnnlab.data.augment import Augment
 from cnnlab.data.loader import Preprocess
 from cnnlab.errors import CnnlabError
-from cnnlab.kernels import native_status
-from cnnlab.models import ModelSpec, get_model_spec
-from cnnlab.recipes import get_recipe
-from cnnlab.train import Callback, EarlyStopping, History, Trainer
-from cnnlab.train.hardware import has_convolutions
-from cnnlab.train.trainer import predict_proba
-
-CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS = (
-    "config.json",
-    "weights.safetensors",
-    "checkpoint.pt",
-    "history.json",
-    "metrics.json",
+from cnnlab.recipes import resolve_config
+from cnnlab.runs.folder import (
+    CONFIG,
+    METRICS,
+    WEIGHTS,
+    RunFolderWriter,
+    default_run_dir,
+    load_checkpoint,
+    load_weights,
+    read_json,
+    versions,
 )
-
-
-def _versions() -> dict[str, str]:
-    from cnnlab import __version__
-
-    return {"cnnlab": __version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
-def default_run_dir(model: str, root: str | Path = "runs") -> Path:
-    """``runs/<model>-<date>-<time>``, made unique if it exists."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / f"{model}-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path(root) / f"{model}-{stamp}-{n}"
-    return path
-
-
-def build_model(spec: ModelSpec, num_classes: int, model_args: dict[str, Any]) -> nn.Module:
-    """Create ``spec``'s model with the dataset's number of classes unless told otherwise."""
-    args = dict(model_args)
-    if "num_classes" in spec.arguments():
-        args.setdefault("num_classes", num_classes)
-    return spec.create(**args)
-
-
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Write the model's weights as safetensors, atomically."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp)))
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``; a mismatch is a :class:`CnnlabError`."""
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise CnnlabError(f"{path}: not a readable safetensors file ({exc})") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CnnlabError(f"{path}: weights do not fit the model ({first})") from None
-
-
-class RunFolderWriter(Callback):
-    """After each epoch, write weights, checkpoint and history into the run folder.
-
-    ``weights.safetensors`` holds the weights to use: the EMA average when the trainer
-    keeps one, and with ``select="best"`` those of the epoch with the best validation
-    accuracy so far (ties: lower validation loss). The checkpoint always holds the
-    latest training state, so a resumed run continues from the last epoch.
-    """
-
-    def __init__(self, path: Path, select: str = "last") -> None:
-        self.path = path
-        self.select = select
-        self.best: tuple[float, float] | None = None
-
-    def _score(self, logs: dict[str, Any]) -> tuple[float, float] | None:
-        if "val_accuracy" not in logs:
-            return None
-        return (float(logs["val_accuracy"]), -float(logs["val_loss"]))
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        scores = [s for s in map(self._score, trainer.history.epochs) if s is not None]
-        self.best = max(scores) if scores else None
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
-        score = self._score(logs)
-        if self.select == "last" or score is None or self.best is None or score > self.best:
-            save_weights(trainer.eval_model, self.path / WEIGHTS)
-            if score is not None and (self.best is None or score > self.best):
-                self.best = score
-        state = trainer.state_dict()
-        atomic.write_with(self.path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
-        atomic.write_json(self.path / HISTORY, trainer.history.epochs)
-
-
-@dataclass
-class Run:
-    """A trained model loaded from its run folder."""
-
-    path: Path
-    config: TrainConfig
-    spec: ModelSpec
-    model: nn.Module
-    preprocess: Preprocess
-    classes: tuple[str, ...]
-    history: list[dict[str, float]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "mnist"
-    channels_last: bool = False  # the model's convolutions were put in NHWC layout
-
-    def predict(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Class probabilities for uint8 images (H×W, N×H×W or N×C×H×W), on the CPU.
-
-        ``tta`` averages over shifted copies of each image (and mirrored ones when the
-        run was trained with flips), as ``--tta`` does.
-        """
-        images = torch.as_tensor(images)
-        if images.dim() == 2:
-            images = images[None]
-        flip = bool(Augment.from_dict(self.config.augment).flip)
-        return predict_proba(
-            self.model,
-            self.preprocess,
-            images,
-            tta=tta,
-            flip=flip,
-            channels_last=self.channels_last,
-        )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CnnlabError(f"{path}: missing; is {path.parent} a cnnlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CnnlabError(f"{path}: not valid JSON ({exc})") from None
-
-
-def load_run(path: str | Path, device: str = "cpu") -> Run:
-    """Load the run folder at ``path``: config, model with its weights, history, metrics."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CnnlabError(f"run folder {str(path)!r} does not exist")
-    meta = _read_json(path / CONFIG)
-    try:
-        config = TrainConfig.from_dict(meta["train"])
-        preprocess = Preprocess.from_dict(meta["preprocess"])
-        classes = tuple(str(c) for c in meta["classes"])
-        dataset = str(meta.get("dataset", config.dataset))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CnnlabError(f"{path / CONFIG}: missing or bad entry {exc}") from None
-    spec = get_model_spec(config.model)
-    model = build_model(spec, len(classes), config.model_args)
-    weights = path / WEIGHTS
-    if not weights.exists():
-        raise CnnlabError(f"{weights}: missing; the run has not finished an epoch yet")
-    load_weights(model, weights)
-    model.to(device).eval()
-    channels_last = has_convolutions(model)  # NHWC convolutions and pooling: 2× on batches
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    history = _read_json(path / HISTORY) if (path / HISTORY).exists() else []
-    metrics = _read_json(path / METRICS) if (path / METRICS).exists() else {}
-    return Run(
-        path, config, spec, model, preprocess, classes, history, metrics, dataset, channels_last
-    )
+from cnnlab.runs.loaded import build_model, load_run, model_arguments
+from cnnlab.speed import status as speed_status
+from cnnlab.train import Callback, EarlyStopping, History, Trainer
 
 
 @dataclass
@@ -262,7 +99,7 @@ def train_run(
     torch.manual_seed(cfg.seed)
     model = build_model(spec, len(train.classes), cfg.model_args)
     preprocess = Preprocess(spec.input_size, spec.fit, cfg.mean, cfg.std)
-    trainer = _make_trainer(model, preprocess, cfg, progress)
+    trainer = Trainer.from_config(model, cfg, preprocess=preprocess, progress=progress)
     if progress:
         length = (
             f"{cfg.steps:,} steps" if cfg.steps and cfg.epochs is None else f"{cfg.epochs} epochs"
@@ -280,68 +117,19 @@ def train_run(
             "train": cfg.to_dict(),
             "model": {
                 "id": spec.name,
-                "args": build_args(spec, len(train.classes), cfg),
+                "args": model_arguments(spec, len(train.classes), cfg.model_args),
                 "input_size": list(spec.input_size),
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
             "dataset": dataset,
             "classes": list(train.classes),
             "preprocess": preprocess.to_dict(),
-            "versions": _versions(),
+            "versions": versions(),
             "device": str(trainer.device),
             "created": datetime.now().isoformat(timespec="seconds"),
         },
     )
     return _fit_and_test(trainer, cfg, train, test, path, cfg.epochs, callbacks)
-
-
-def resolve_config(config: TrainConfig) -> tuple[ModelSpec, TrainConfig]:
-    """The model and the complete configuration: the user's options, then the named
-    recipe's, then the model's own recipe, then the defaults."""
-    recipe = get_recipe(config.recipe) if config.recipe else None
-    model = config.model or (recipe.model if recipe else TrainConfig.DEFAULTS["model"])
-    spec = get_model_spec(model)
-    merged = dict(spec.recipe)
-    if recipe is not None:
-        if {"epochs", "steps"} & set(recipe.options):  # a length is taken whole
-            merged.pop("epochs", None)
-            merged.pop("steps", None)
-        merged.update(recipe.options)
-        if model == recipe.model:
-            config = replace(config, model_args={**recipe.model_args, **config.model_args})
-    return spec, replace(config, model=model).resolved(merged)
-
-
-def build_args(spec: ModelSpec, num_classes: int, cfg: TrainConfig) -> dict[str, Any]:
-    """The model's full keyword arguments: defaults, then the run's choices."""
-    args = spec.arguments()
-    if "num_classes" in args:
-        args["num_classes"] = num_classes
-    args.update(cfg.model_args)
-    return args
-
-
-def _make_trainer(
-    model: nn.Module, preprocess: Preprocess, cfg: TrainConfig, progress: bool
-) -> Trainer:
-    return Trainer(
-        model,
-        preprocess=preprocess,
-        optimizer=cfg.optimizer or "adam",
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay or 0.0,
-        momentum=cfg.momentum,
-        schedule=cfg.schedule or "constant",
-        labels=cfg.labels or "int",
-        label_smoothing=cfg.label_smoothing or 0.0,
-        device=cfg.device,
-        progress=progress,
-        precision=cfg.precision or "auto",
-        compile=bool(cfg.compile),
-        augment=Augment.from_dict(cfg.augment) if cfg.augment else None,
-        ema=cfg.ema or 0.0,
-        tta=bool(cfg.tta),
-    )
 
 
 def _fit_and_test(
@@ -360,12 +148,12 @@ def _fit_and_test(
     if cfg.validation == "test":
         fit_args["validation_data"] = test
     else:
-        fit_args["validation_split"] = cfg.validation_split or 0.0
+        fit_args["validation_split"] = cfg.validation_split
     if epochs is not None:
         fit_args["epochs"] = epochs
     else:
         fit_args["steps"] = cfg.steps
-    writer = RunFolderWriter(path, cfg.select or "last")
+    writer = RunFolderWriter(path, str(cfg.select))
     extra: list[Callback] = []
     if cfg.early_stopping:
         extra.append(EarlyStopping("val_accuracy", patience=cfg.early_stopping, restore_best=False))
@@ -384,7 +172,7 @@ def _fit_and_test(
         "train_seconds": round(train_seconds, 2),
         "device": str(trainer.device),
         "precision": trainer.precision,
-        "native_kernels": native_status() if trainer.device.type == "cpu" else None,
+        "native_kernels": speed_status() if trainer.device.type == "cpu" else None,
         "tta": bool(cfg.tta),
         "weights": "best" if cfg.select == "best" else "last",
     }
@@ -403,16 +191,10 @@ def _resume(
     callbacks: Sequence[Callback],
     progress: bool,
 ) -> RunResult:
-    run = load_run(path)
-    ckpt_path = path / CHECKPOINT
-    if not ckpt_path.exists():
-        raise CnnlabError(f"{ckpt_path}: missing; this run cannot be resumed")
-    try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CnnlabError(f"{ckpt_path}: not a readable checkpoint ({exc})") from None
+    run = load_run(path, speed_up=False)  # the trainer builds its own view
+    state = load_checkpoint(path)
     cfg = run.config
-    trainer = _make_trainer(run.model, run.preprocess, cfg, progress)
+    trainer = Trainer.from_config(run.model, cfg, preprocess=run.preprocess, progress=progress)
     trainer.load_state_dict(state)
     if more_epochs is None:
         if cfg.steps:
@@ -433,7 +215,7 @@ def _resume(
     train = load_dataset(run.dataset, "train", data_dir)
     test = load_dataset(run.dataset, "test", data_dir)
     if more_epochs is not None:
-        meta = _read_json(path / CONFIG)
+        meta = read_json(path / CONFIG)
         meta["train"]["epochs"] = trainer.epoch + more_epochs
         meta.setdefault("resumed", []).append(
             {
