@@ -24,7 +24,7 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from cnnlab.data import prepare_digit  # noqa: E402
-from cnnlab.serve.app import Limits, create_app  # noqa: E402
+from cnnlab.serve import Limits, create_app  # noqa: E402
 
 
 def vertical_stroke_png(size: int = 280, fmt: str = "PNG") -> bytes:
@@ -233,17 +233,17 @@ def test_bad_uploads_and_parameters(client: TestClient) -> None:
 
 def test_unexpected_error_is_json_and_server_goes_on(digits_run: Path) -> None:
     app = create_app(digits_run, warm_up=False)
-    real = app.state.predictor.predict
+    real = app.state.service.predict
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom")
 
     with TestClient(app, raise_server_exceptions=False) as c:
-        app.state.predictor.predict = broken
+        app.state.service.predict = broken
         res = c.post("/api/predict", json=GRID)
         assert res.status_code == 500
         assert res.json() == {"detail": "internal error (RuntimeError)"}
-        app.state.predictor.predict = real
+        app.state.service.predict = real
         assert c.post("/api/predict", json=GRID).status_code == 200
 
 

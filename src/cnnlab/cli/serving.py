@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     from cnnlab.runs import load_run
-    from cnnlab.serve.app import Limits, create_app
+    from cnnlab.serve import Limits, create_app
 
     run = load_run(args.run)
     threads = args.threads or max(1, min(4, (os.cpu_count() or 2) // 2))

@@ -5,10 +5,10 @@ The output size of a convolution or pooling along one axis is
     out = floor((in + pad_before + pad_after - dilation·(kernel - 1) - 1) / stride) + 1
 
 which for dilation 1 and symmetric padding is the tutorials' ``(in + 2·pad - kernel) /
-stride + 1``. :func:`layer_table` runs a model once on a dummy input of its declared size
-with forward hooks on every leaf module and records, for each call, the layer's kernel,
-stride, padding, output shape (printed ``H×W×C`` like the tutorials), receptive field
-and the parameter count written out as a formula.
+stride + 1``. :func:`layer_table` runs a model once on a dummy input of its declared size,
+watching every leaf module (:mod:`cnnlab.models.trace`), and records, for each call, the
+layer's kernel, stride, padding, output shape (printed ``H×W×C`` like the tutorials),
+receptive field and the parameter count written out as a formula.
 
 The receptive field ``r`` and jump ``j`` (distance in input pixels between neighbouring
 output cells) follow ``r_out = r_in + (k - 1)·d·j_in`` and ``j_out = j_in·s``. They
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models.trace import LayerCall, LayerTrace
 
 
 def output_size(
@@ -178,6 +179,19 @@ def _conv_pads(module: nn.Module, k: tuple[int, int], d: tuple[int, int]) -> tup
     return (ph, ph, pw, pw)
 
 
+def _geometry(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Kernel, stride, dilation (each rows, columns) and padding (top, bottom, left,
+    right) of a convolution or pooling layer."""
+    k = _two(module.kernel_size)  # type: ignore[attr-defined]
+    stride = module.stride  # type: ignore[attr-defined]
+    s = _two(stride if stride is not None else k)
+    d = _two(getattr(module, "dilation", 1))
+    if isinstance(module, nn.Conv2d):
+        return k, s, d, _conv_pads(module, k, d)
+    p = _two(module.padding)  # type: ignore[attr-defined]
+    return k, s, d, (p[0], p[0], p[1], p[1])
+
+
 def _pads_text(pads: tuple[int, ...]) -> str:
     t, b, left, r = pads
     if t == b and left == r:
@@ -185,37 +199,28 @@ def _pads_text(pads: tuple[int, ...]) -> str:
     return f"{t},{b},{left},{r}"
 
 
-class _Tracer:
-    """Forward hooks that check each layer's arguments and record its row."""
+class _Rows:
+    """Checks each layer's arguments before it runs, and turns layer calls into rows."""
 
     def __init__(self) -> None:
         self.rows: list[LayerRow] = []
         self.rf: dict[int, tuple[int, int]] = {}  # id(tensor) -> (receptive field, jump)
         self.last: tuple[int, int] = (1, 1)
         self.counted: set[int] = set()
-        self.names: dict[int, str] = {}
 
-    def pre(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+    def check(self, name: str, module: nn.Module, inputs: tuple[Any, ...]) -> None:
         x = inputs[0] if inputs else None
         if not isinstance(x, torch.Tensor):
             return
-        name = self.names.get(id(module), type(module).__name__)
-        label = f"layer {name} ({type(module).__name__})"
+        label = f"layer {name or type(module).__name__} ({type(module).__name__})"
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
             if x.ndim < 3:
                 raise CnnlabError(f"{label}: needs an image input, got shape {tuple(x.shape)}")
-            k = _two(module.kernel_size)
-            s = _two(module.stride if module.stride is not None else module.kernel_size)
-            d = _two(getattr(module, "dilation", 1))
-            if isinstance(module, nn.Conv2d):
-                pads = _conv_pads(module, k, d)
-                if x.shape[-3] != module.in_channels:
-                    raise CnnlabError(
-                        f"{label}: expects {module.in_channels} input channels, gets {x.shape[-3]}"
-                    )
-            else:
-                p = _two(module.padding)
-                pads = (p[0], p[0], p[1], p[1])
+            k, s, d, pads = _geometry(module)
+            if isinstance(module, nn.Conv2d) and x.shape[-3] != module.in_channels:
+                raise CnnlabError(
+                    f"{label}: expects {module.in_channels} input channels, gets {x.shape[-3]}"
+                )
             for axis, size in enumerate(x.shape[-2:]):
                 output_size(
                     int(size),
@@ -230,25 +235,18 @@ class _Tracer:
                 f"{label}: expects {module.in_features} input features, gets {x.shape[-1]}"
             )
 
-    def post(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+    def add(self, call: LayerCall) -> None:
+        module, output, x = call.module, call.output, call.input
         if not isinstance(output, torch.Tensor):
             return
-        x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         rf, jump = self.rf.get(id(x), self.last) if x is not None else self.last
         row = LayerRow(
-            name=self.names.get(id(module), ""),
+            name=call.name,
             kind=type(module).__name__,
             out_shape=tuple(int(s) for s in output.shape[1:]),
         )
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k = _two(module.kernel_size)
-            s = _two(module.stride if module.stride is not None else module.kernel_size)
-            d = _two(getattr(module, "dilation", 1))
-            if isinstance(module, nn.Conv2d):
-                pads = _conv_pads(module, k, d)
-            else:
-                p = _two(module.padding)
-                pads = (p[0], p[0], p[1], p[1])
+            k, s, d, pads = _geometry(module)
             row.kernel = f"{k[0]}×{k[1]}"
             row.stride = _fmt_pair(s)
             row.padding = _pads_text(pads)
@@ -314,30 +312,23 @@ def layer_table(
         model = _build_cheaply(lambda: create_model(spec.name, **model_args))
     if input_size is None:
         raise CnnlabError("layer table: give the input size (C, H, W) for an unregistered model")
-    tracer = _Tracer()
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-    tracer.names = {id(m): n for n, m in leaves}
-    handles = []
-    for _, m in leaves:
-        handles.append(m.register_forward_pre_hook(tracer.pre))
-        handles.append(m.register_forward_hook(tracer.post))
+    rows = _Rows()
+    trace = LayerTrace(model, before=rows.check)
     was_training = model.training
     model.eval()
     try:
-        dummy = torch.zeros((1, *input_size), device=_device_of(model))
-        with torch.no_grad():
-            model(dummy)
+        trace.run(torch.zeros((1, *input_size), device=_device_of(model)))
     except CnnlabError:
         raise
     except RuntimeError as exc:
-        where = tracer.rows[-1].name if tracer.rows else "the first layer"
+        where = trace.calls[-1].name if trace.calls else "the first layer"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CnnlabError(f"{label}: fails after layer {where}: {first}") from None
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    return LayerTable(model=label, input_shape=tuple(input_size), rows=tracer.rows)
+    for call in trace.calls:
+        rows.add(call)
+    return LayerTable(model=label, input_shape=tuple(input_size), rows=rows.rows)
 
 
 def _device_of(model: nn.Module) -> torch.device:

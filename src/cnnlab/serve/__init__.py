@@ -3,6 +3,13 @@
 :func:`create_app` builds the FastAPI application for one trained run folder;
 ``cnnlab serve RUN`` runs it with uvicorn. FastAPI is imported only when the app is
 built, so the rest of cnnlab works without the ``serve`` extra.
+
+- ``app.py``: the application and its routes;
+- ``inputs.py``: what a request may hold, and reading it (:class:`Limits`, ``ApiError``);
+- ``service.py``: one run behind the API: prediction and the model's description;
+- ``pictures.py``: feature maps as PNG images;
+- ``middleware.py``: body size limit and security headers;
+- ``schemas.py``: the OpenAPI document's shapes.
 """
 
 from __future__ import annotations
@@ -10,14 +17,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cnnlab.serve.app import Limits, create_app
+    from cnnlab.serve.app import create_app
+    from cnnlab.serve.inputs import Limits
 
 __all__ = ["Limits", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from cnnlab.serve import app
+    if name == "create_app":
+        from cnnlab.serve.app import create_app
 
-        return getattr(app, name)
+        return create_app
+    if name == "Limits":
+        from cnnlab.serve.inputs import Limits
+
+        return Limits
     raise AttributeError(f"module 'cnnlab.serve' has no attribute {name!r}")

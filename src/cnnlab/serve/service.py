@@ -1,0 +1,143 @@
+"""One trained run behind the page and the API: request image -> prediction, and the
+model's description.
+
+Probabilities come from the run's :class:`~cnnlab.predict.Predictor`, the same path as
+``cnnlab predict``; feature maps and the layer table come from watching the plain model
+run (:mod:`cnnlab.models.trace`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.data.prepare import prepare_digit
+from cnnlab.errors import CnnlabError
+from cnnlab.models.trace import trace_layers
+from cnnlab.runs import Run
+from cnnlab.serve.inputs import SIZE, ApiError, Limits, check_image_header
+from cnnlab.serve.pictures import layer_feature_maps
+
+log = logging.getLogger("cnnlab.serve")
+
+
+def layer_rows(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
+    """The model's layers in the order they run, with output shapes and parameters."""
+    return [
+        {
+            "name": call.name,
+            "type": type(call.module).__name__,
+            "output_shape": list(call.output.shape[1:])
+            if isinstance(call.output, torch.Tensor)
+            else [],
+            "parameters": sum(p.numel() for p in call.module.parameters(recurse=False)),
+        }
+        for call in trace_layers(model, x)
+    ]
+
+
+def _summary_text(run: Run) -> str:
+    try:
+        from cnnlab.summary import summary
+
+        return summary(run.model, tuple(run.spec.input_size))
+    except Exception as exc:  # the summary is a nicety; the page works without it
+        log.warning("no summary table: %s", exc)
+        return str(run.model)
+
+
+class ModelService:
+    """One loaded run, its lock, and the request -> prediction pipeline."""
+
+    def __init__(self, run: Run, limits: Limits) -> None:
+        self.run = run
+        self.limits = limits
+        self.model_lock = threading.Lock()
+        self.decode_slots = threading.BoundedSemaphore(max(1, limits.max_concurrent_decodes))
+        self._info: dict[str, Any] | None = None
+        self._info_lock = threading.Lock()
+
+    def prepare_image(self, data: bytes) -> np.ndarray:
+        """Check an encoded image's header, then prepare it as ``cnnlab predict`` does."""
+        check_image_header(data, self.limits)
+        with self.decode_slots:
+            try:
+                return prepare_digit(data, SIZE)
+            except CnnlabError as exc:
+                message = str(exc)
+                if message.startswith("bytes: "):
+                    message = "the image: " + message[len("bytes: ") :]
+                raise ApiError(400, message) from None
+            except Exception as exc:  # a decoder failing on hostile input is the client's
+                log.warning("image decoding failed: %r", exc)
+                raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
+
+    def predict(self, image: np.ndarray, features: bool = False) -> dict[str, Any]:
+        """Probabilities, top classes and (optionally) feature maps for a 28×28 uint8 image."""
+        batch = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+        predictor = self.run.predictor
+        timing: dict[str, float] = {}
+        with self.model_lock:
+            start = time.perf_counter()
+            probs = predictor.probabilities(batch)[0]
+            timing["inference"] = (time.perf_counter() - start) * 1000
+            maps = None
+            if features:
+                start = time.perf_counter()
+                x = predictor.inputs(batch)
+                maps = layer_feature_maps(self.run.model, x, self.limits.max_channels)
+                timing["features"] = (time.perf_counter() - start) * 1000
+        classes = self.run.classes
+        values = [float(v) for v in probs]
+        order = sorted(range(len(values)), key=lambda i: -values[i])
+        result: dict[str, Any] = {
+            "prediction": classes[order[0]],
+            "confidence": round(values[order[0]], 6),
+            "top": [{"class": classes[i], "probability": round(values[i], 6)} for i in order[:3]],
+            "probabilities": {c: round(v, 6) for c, v in zip(classes, values, strict=True)},
+            "input": image.tolist(),
+        }
+        if maps is not None:
+            result["feature_maps"] = maps
+        result["timing_ms"] = timing
+        return result
+
+    def info(self) -> dict[str, Any]:
+        """The model's description for ``GET /api/model`` (built once)."""
+        with self._info_lock:
+            if self._info is None:
+                self._info = self._build_info()
+            return self._info
+
+    def _build_info(self) -> dict[str, Any]:
+        run, model = self.run, self.run.model
+        dummy = run.predictor.inputs(torch.zeros(1, 1, SIZE, SIZE, dtype=torch.uint8))
+        with self.model_lock:
+            layers = layer_rows(model, dummy)
+        metrics = run.metrics or {}
+        accuracy = metrics.get("test_accuracy")
+        return {
+            "name": run.spec.name,
+            "description": run.spec.description,
+            "source": run.spec.source,
+            "run": run.path.name,
+            "dataset": run.dataset,
+            "classes": list(run.classes),
+            "input_size": list(run.spec.input_size),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "test_accuracy": float(accuracy) if isinstance(accuracy, int | float) else None,
+            "epochs": metrics.get("epochs", len(run.history)),
+            "layers": layers,
+            "conv_layers": [r for r in layers if r["type"].startswith("Conv")],
+            "summary": _summary_text(run),
+            "limits": asdict(self.limits),
+            "json_input": "a 28×28 array of grey levels 0..255, white ink on black",
+        }
