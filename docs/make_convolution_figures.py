@@ -25,7 +25,7 @@ from cnnlab.atomic import write_bytes
 from cnnlab.cli import main as cnnlab_main
 from cnnlab.conv import apply_kernel, channel_mix, conv2d, get_kernel, pool2d
 from cnnlab.data import prepare_digit
-from cnnlab.viz.features import Panel, figure_png, panel_grid_figure
+from cnnlab.viz.figures import Panel, figure_png, panel_grid_figure
 from cnnlab.viz.sheets import filter_sheet, pooling_shift_lesson, write_visualization
 
 HERE = Path(__file__).resolve().parent

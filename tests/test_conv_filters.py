@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage, signal
 
 from cnnlab.conv import apply_kernel, gaussian_matrix, get_kernel, kernel_names, parse_kernel
-from cnnlab.conv.kernels import display_rgb, log_matrix, to_display
+from cnnlab.conv.filters import display_rgb, log_matrix, to_display
 from cnnlab.errors import CnnlabError
 
 ALL = kernel_names()

@@ -13,13 +13,8 @@ from torch import nn
 from cnnlab.conv import load_image
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from cnnlab.viz.features import (
-    conv_layers,
-    feature_map_figure,
-    feature_maps,
-    figure_png,
-    kernel_grid_figure,
-)
+from cnnlab.viz.features import conv_layers, feature_map_figure, feature_maps, kernel_grid_figure
+from cnnlab.viz.figures import figure_png
 from cnnlab.viz.sheets import (
     agreement,
     filter_sheet,

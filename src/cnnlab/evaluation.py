@@ -290,20 +290,6 @@ def evaluate_on_test(
     return EvaluationResult(evaluations, ensemble, test, tta_used)
 
 
-def evaluate_runs(
-    runs: Sequence[str | Path],
-    dataset: str | None = None,
-    data_dir: str | Path | None = None,
-    device: str = "auto",
-    tta: bool | None = None,
-) -> dict[str, Any]:
-    """Test accuracy, loss and per-class figures of each run and of their ensemble, as JSON.
-
-    The dictionary form of :func:`evaluate_on_test`.
-    """
-    return evaluate_on_test(runs, dataset, data_dir, device, tta).to_dict()
-
-
 REPORT_FILES = (
     "confusion.png",
     "confusion.csv",
@@ -463,11 +449,13 @@ def write_reports(
 
 
 def _no_errors_page(path: Path, heading: str) -> Path:
-    from cnnlab.viz.plots import plt, save_figure
+    from matplotlib.figure import Figure
 
-    fig = plt.figure(figsize=(4.5, 0.6))
+    from cnnlab.viz.figures import save_figure
+
+    fig = Figure(figsize=(4.5, 0.6))
     fig.text(0.5, 0.5, f"{heading}: no misclassified images", ha="center", va="center")
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def _remove_stale_pages(folder: Path, pages: int) -> None:

@@ -2,8 +2,7 @@
 arithmetic, and image reading for the lessons taught before any network."""
 
 from cnnlab.conv.arithmetic import LayerRow, LayerTable, format_shape, layer_table, output_size
-from cnnlab.conv.images import LoadedImage, load_image, save_png
-from cnnlab.conv.kernels import (
+from cnnlab.conv.filters import (
     Kernel,
     apply_kernel,
     gaussian_matrix,
@@ -12,6 +11,7 @@ from cnnlab.conv.kernels import (
     log_matrix,
     parse_kernel,
 )
+from cnnlab.conv.images import LoadedImage, load_image, save_png
 from cnnlab.conv.ops import (
     channel_mix,
     conv2d,

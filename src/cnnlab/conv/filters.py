@@ -1,4 +1,4 @@
-"""The classical image kernels the tutorials teach, by name.
+"""The classical image filters the tutorials teach: named kernels and how to show their results.
 
 Every kernel is a small matrix laid on the image without flipping (cross-correlation);
 ``y`` grows downwards, ``x`` to the right.
@@ -55,8 +55,6 @@ import torch
 
 from cnnlab.conv.ops import Padding, conv2d, to_tensor
 from cnnlab.errors import CnnlabError
-
-DISPLAYS = ("image", "signed", "magnitude")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from typing import TypeVar
 import numpy as np
 import torch
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
 
-from cnnlab.viz.plots import plt, save_figure
+from cnnlab.viz.figures import save_figure
 
 T = TypeVar("T")
 
@@ -62,7 +63,8 @@ def plot_confusion_matrix(
     correct = np.where(diag, share, np.nan)
 
     side = max(5.0, 0.62 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(side + 1.8, side))
+    fig = Figure(figsize=(side + 1.8, side))
+    ax = fig.subplots()
     off = errors[~np.isnan(errors)]
     hi = 1.0
     if off.size:
@@ -127,7 +129,7 @@ def plot_confusion_matrix(
         fontsize=10,
         pad=22,
     )
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def plot_tiles(
@@ -182,7 +184,7 @@ def plot_tiles(
         canvas[y : y + tile_h, x : x + tile_w] = imgs[i].repeat(scale, 0).repeat(scale, 1)
         corners.append((x, y))
 
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
     ax.set_axis_off()
@@ -202,4 +204,4 @@ def plot_tiles(
             )
     if title:
         ax.text(gap, header / 2, title, ha="left", va="center", fontsize=11)
-    return save_figure(fig, path, dpi=dpi)
+    return save_figure(fig, path, dpi=dpi, tight=True)

@@ -1,27 +1,20 @@
 """What a network's convolution layers learned and what they see in one image.
 
-:func:`feature_maps` runs a model once with forward hooks and returns every convolution
-layer's output (the web app uses it too); the figure helpers draw learned kernels and
-feature maps as labelled grids. Figures are :class:`matplotlib.figure.Figure` objects
-built without pyplot, so they are safe in servers and threads; save them with
-:func:`save_figure`.
+:func:`feature_maps` runs a model once and returns every convolution layer's output (the
+web app uses it too); the figure helpers draw learned kernels and feature maps as
+labelled grids (save them with :func:`cnnlab.viz.figures.save_figure`).
 """
 
 from __future__ import annotations
 
-import io
-import math
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from cnnlab.atomic import write_bytes
+from cnnlab.models.trace import trace_layers
+from cnnlab.viz.figures import Panel, panel_grid_figure
 
 
 @dataclass
@@ -59,78 +52,15 @@ def feature_maps(
     """Run ``model`` on ``x`` (``N×C×H×W``) and collect each matching layer's output.
 
     Outputs are taken straight from the layers (for convolutions: before the activation),
-    in the order the layers run. The model's train/eval mode is left as it was; no
-    gradients are recorded.
+    in the order the layers run (:func:`cnnlab.models.trace.trace_layers`). The model's
+    train/eval mode is left as it was; no gradients are recorded.
     """
-    names = {id(m): n for n, m in model.named_modules()}
-    found: list[FeatureMap] = []
-
-    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 4:
-            found.append(
-                FeatureMap(
-                    name=names.get(id(module), ""),
-                    index=len(found) + 1,
-                    module=module,
-                    output=output.detach().float().cpu(),
-                )
-            )
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layer_types)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return found
-
-
-@dataclass
-class Panel:
-    """One picture in a grid: an ``H×W`` or ``H×W×3`` array, its title and ``imshow`` options."""
-
-    title: str
-    image: np.ndarray
-    imshow: dict[str, Any] = field(default_factory=dict)
-    subtitle: str = ""
-
-
-def panel_grid_figure(
-    panels: Sequence[Panel],
-    *,
-    ncols: int | None = None,
-    title: str = "",
-    panel_inches: float = 2.0,
-    title_size: float = 9.0,
-) -> Figure:
-    """A grid of labelled pictures, row by row, axes hidden."""
-    n = max(len(panels), 1)
-    ncols = ncols or math.ceil(math.sqrt(n))
-    nrows = math.ceil(n / ncols)
-    h, w = panels[0].image.shape[:2] if panels else (1, 1)
-    aspect = h / max(w, 1)
-    extra = 0.35 if any(p.subtitle for p in panels) else 0.2
-    fig = Figure(
-        figsize=(
-            ncols * panel_inches,
-            nrows * (panel_inches * aspect + extra) + (0.4 if title else 0),
-        ),
-        layout="constrained",
-    )
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i >= len(panels):
-            continue
-        p = panels[i]
-        options = {"interpolation": "nearest", **p.imshow}
-        ax.imshow(p.image, **options)
-        label = p.title if not p.subtitle else f"{p.title}\n{p.subtitle}"
-        ax.set_title(label, fontsize=title_size)
-    if title:
-        fig.suptitle(title, fontsize=title_size + 2)
-    return fig
+    calls = trace_layers(model, x, select=lambda m: isinstance(m, layer_types))
+    images = [c for c in calls if isinstance(c.output, torch.Tensor) and c.output.ndim == 4]
+    return [
+        FeatureMap(c.name, i, c.module, c.output.detach().float().cpu())
+        for i, c in enumerate(images, 1)
+    ]
 
 
 def kernel_grid_figure(
@@ -189,15 +119,3 @@ def feature_map_figure(
     return panel_grid_figure(
         panels, ncols=ncols, title=title, panel_inches=panel_inches, title_size=7
     )
-
-
-def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
-    """The figure rendered as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
-    return buf.getvalue()
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
-    """Write the figure to ``path`` as PNG, atomically."""
-    write_bytes(path, figure_png(fig, dpi=dpi))

@@ -5,28 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cnnlab import atomic  # noqa: E402
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
-    path = Path(path)
-    atomic.write_with(
-        path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    )
-    plt.close(fig)
-    return path
+from cnnlab.viz.figures import save_figure
 
 
 def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
     """Accuracy and loss per epoch, training against validation, side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     epochs = [int(r["epoch"]) for r in history]
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         ax.plot(epochs, [r[metric] for r in history], "o-", label="train")
@@ -41,7 +29,7 @@ def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: s
             ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def plot_image_grid(
@@ -56,7 +44,8 @@ def plot_image_grid(
     n = len(images)
     columns = max(1, min(columns, n))
     rows = max(1, -(-n // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.85 * rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * columns, 1.85 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -65,4 +54,4 @@ def plot_image_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=110, tight=True)

@@ -14,18 +14,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from cnnlab.conv.kernels import Kernel, apply_kernel, get_kernel, kernel_names, to_display
+from cnnlab.conv.filters import Kernel, apply_kernel, get_kernel, kernel_names, to_display
 from cnnlab.conv.ops import conv2d, pool2d, to_tensor
 from cnnlab.errors import CnnlabError
-from cnnlab.viz.features import (
-    Panel,
-    conv_layers,
-    feature_map_figure,
-    feature_maps,
-    kernel_grid_figure,
-    panel_grid_figure,
-    save_figure,
-)
+from cnnlab.viz.features import conv_layers, feature_map_figure, feature_maps, kernel_grid_figure
+from cnnlab.viz.figures import Panel, panel_grid_figure, save_figure
 
 SHEET_KERNELS = (
     "mean",
@@ -59,7 +52,7 @@ def filter_sheet(
     """One labelled sheet: ``image`` (``C×H×W`` in [0, 1]) first, then under each kernel.
 
     Each result keeps the image's size ("same" padding, mirrored borders) and is shown as
-    the kernel's ``display`` says (see :mod:`cnnlab.conv.kernels`). Kernels run at the
+    the kernel's ``display`` says (see :mod:`cnnlab.conv.filters`). Kernels run at the
     image's full resolution; each displayed result is then reduced to at most
     ``display_side`` pixels, so a sheet of a huge photo holds one full-size result at a time.
     """
