@@ -1,9 +1,10 @@
 """The networks the five tutorials build, layer for layer and parameter for parameter.
 
-Each factory reproduces one row of the tutorials' model table, including the weight
-initialisation the original framework used where it matters for the reported accuracy
-(Keras' Glorot-uniform kernels and zero biases, the "normal" initialiser of the seed002
-dense layers, the truncated normal σ=0.1 / bias 0.1 of TensorFlow's Deep MNIST).
+Each factory reproduces one model of docs/tutorials.md (a row of its "The models at a
+glance" table, described in its tutorial's section), including the weight initialisation
+the original framework used where it matters for the reported accuracy (Keras'
+Glorot-uniform kernels and zero biases, the "normal" initialiser of the seed002 dense
+layers, the truncated normal σ=0.1 / bias 0.1 of TensorFlow's Deep MNIST).
 ``recipe`` holds each tutorial's own training settings; ``cnnlab train`` uses them as
 defaults for that model. Dropout layers are :class:`cnnlab.models.layers.Dropout`, which
 behaves as ``nn.Dropout`` with a faster random mask.
