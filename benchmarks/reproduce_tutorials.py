@@ -1,10 +1,10 @@
 """Train every tutorial model with its tutorial's recipe and report accuracy and time.
 
-Each model of the tutorials' table (SEEDS.md, table B) is trained by the real command
-line, ``cnnlab train --model ID --json`` in a fresh process, with the recipe the
-registry holds for it (batch size, epochs or steps, optimizer, labels, validation
-split). ``seed004-lenet-max`` is trained as its tutorial does: 5 epochs, then resumed
-for 2 more. The script prints a markdown table (test accuracy, the tutorial's reported
+Each model of the tutorials (docs/tutorials.md, "The models at a glance") is trained
+by the real command line, ``cnnlab train --model ID --json`` in a fresh process, with
+the recipe the registry holds for it (batch size, epochs or steps, optimizer, labels,
+validation split). ``seed004-lenet-max`` is trained as its tutorial does: 5 epochs, then
+resumed for 2 more. The script prints a markdown table (test accuracy, the tutorial's reported
 figure, wall time of the whole process, training time) and writes JSON.
 
     python benchmarks/reproduce_tutorials.py --out results/reproduce.json

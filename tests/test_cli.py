@@ -12,7 +12,8 @@ import pytest
 from cnnlab.cli import main
 from tests.drawing import draw_digit
 
-TABLE_B_IDS = (
+# The tutorial models of docs/tutorials.md, "The models at a glance".
+TUTORIAL_IDS = (
     "seed000-cnn",
     "seed001-lenet5",
     "seed001-alexnet",
@@ -34,7 +35,7 @@ def test_models_lists_every_tutorial_model(capsys) -> None:
     code, out, _ = run_cli(capsys, "models")
     assert code == 0
     listed = {line.split()[0] for line in out.splitlines()}
-    assert set(TABLE_B_IDS) <= listed
+    assert set(TUTORIAL_IDS) <= listed
 
 
 def test_models_verbose_shows_recipe(capsys) -> None:

@@ -1,6 +1,7 @@
 """The networks the five tutorials build, layer for layer and parameter for parameter.
 
-Each factory reproduces one model of docs/tutorials.md, including the weight
+Each factory reproduces one model of docs/tutorials.md (a row of its "The models at a
+glance" table, described in its tutorial's section), including the weight
 initialisation the original framework used where it matters for the reported accuracy
 (Keras' Glorot-uniform kernels and zero biases, the "normal" initialiser of seed002's
 dense layers, the truncated normal σ=0.1 / bias 0.1 of TensorFlow's Deep MNIST,
