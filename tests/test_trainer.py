@@ -79,12 +79,35 @@ def test_steps_limit_stops_mid_epoch() -> None:
     assert t.step == 5
 
 
-def test_early_stopping_restores_best() -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_early_stopping_restores_best(ema: float) -> None:
+    """Training stops ``patience`` epochs after the best one, and the model (its EMA average
+    when kept) ends with the weights it had at the end of that best epoch, not the last's."""
+    from cnnlab.train import LambdaCallback
+
+    # A scripted val_loss makes the best epoch (3) and the stop (epoch 3 + patience) known;
+    # epoch 2's setback must not count once epoch 3 improves.
+    script = [3.0, 4.0, 1.0, 2.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+
+    def scripted(trainer, epoch, logs) -> None:  # noqa: ANN001
+        assert "val_loss" in logs  # a real figure, replaced
+        logs["val_loss"] = script[epoch - 1]
+
+    weights: list[dict[str, torch.Tensor]] = []
+
+    def record(trainer, epoch, logs) -> None:  # noqa: ANN001
+        weights.append({k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()})
+
     torch.manual_seed(0)
-    t = Trainer(create_model("seed000-cnn"), lr=0.5, optimizer="sgd", progress=False)
-    stop = EarlyStopping(monitor="val_loss", patience=1)
-    t.fit(blobs(), epochs=10, batch_size=32, validation_split=0.25, callbacks=[stop])
-    assert t.epoch < 10 or stop.best_epoch > 0
+    t = Trainer(create_model("seed000-cnn"), lr=0.05, optimizer="sgd", ema=ema, progress=False)
+    stop = EarlyStopping(monitor="val_loss", patience=2)
+    callbacks = [LambdaCallback(scripted), stop, LambdaCallback(record)]
+    t.fit(blobs(200), epochs=10, batch_size=50, validation_split=0.25, callbacks=callbacks)
+    assert t.epoch == 5 and len(weights) == 5  # best at 3, no better at 4 and 5: stop
+    assert stop.best_epoch == 3 and stop.best == 1.0
+    final = t.eval_model.state_dict()
+    assert all(torch.equal(final[k], weights[2][k]) for k in final)
+    assert any(not torch.equal(final[k], weights[-1][k]) for k in final)
 
 
 def test_validation_split_is_seeded_and_disjoint() -> None:
