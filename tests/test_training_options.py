@@ -59,16 +59,48 @@ def test_channels_last_is_automatic_for_convolutions_only() -> None:
     assert not Trainer(create_model("seed002-mlp"), progress=False).channels_last
 
 
-def test_ema_averages_the_weights() -> None:
+def test_ema_follows_the_documented_average_and_serves_predictions() -> None:
+    """The EMA weights are exactly the warmed-up average of the weights after every step
+    (decay ``min(ema, (1 + step) / (10 + step))``, from the initial weights), buffers are
+    the live model's, and evaluation and prediction use the average, not the live weights."""
+    from cnnlab.train.trainer import predict_proba
+
+    snapshots: list[list[torch.Tensor]] = []
+
+    class Recording(Trainer):
+        def train_step(self, x, y):  # noqa: ANN001, ANN202
+            out = super().train_step(x, y)
+            snapshots.append([p.detach().clone() for p in self.model.parameters()])
+            return out
+
     torch.manual_seed(0)
-    t = Trainer(create_model("seed004-lenet"), ema=0.9, progress=False)
+    # speedrun-cnn has batch-norm buffers; with ema=0.5 the warm-up decides steps 1–7 and
+    # the 0.5 cap steps 8–13. A brisk rate moves the weights enough that a wrong rule shows.
+    t = Recording(create_model("speedrun-cnn"), lr=0.01, ema=0.5, progress=False)
+    expected = [p.detach().double().clone() for p in t.model.parameters()]
     t.fit(blobs(), epochs=1, batch_size=32)
+    assert len(snapshots) == t.step == 13
+    for step, params in enumerate(snapshots, 1):
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = [
+            e * decay + p.double() * (1 - decay) for e, p in zip(expected, params, strict=True)
+        ]
+    ema = list(t.ema_model.parameters())
+    for e, a in zip(expected, ema, strict=True):
+        torch.testing.assert_close(a.double(), e, rtol=0, atol=2e-6)  # float32 rounding: ~1e-7
+    assert any(not torch.allclose(a, p, atol=1e-4) for a, p in zip(ema, snapshots[-1], strict=True))
+    buffers, live_buffers = dict(t.ema_model.named_buffers()), dict(t.model.named_buffers())
+    assert buffers and all(torch.equal(b, live_buffers[k]) for k, b in buffers.items())
+    # Evaluation and prediction use the averaged weights.
     assert t.eval_model is t.ema_model
-    ema = dict(t.ema_model.named_parameters())
-    live = dict(t.model.named_parameters())
-    assert any(not torch.equal(ema[k], live[k]) for k in live)
-    # The average stays between the start and the end of training, closer to the end.
-    assert all(torch.isfinite(v).all() for v in ema.values())
+    x, y = blobs(100, 1)
+    averaged = predict_proba(t.ema_model, t.preprocess, x, channels_last=t.channels_last)
+    live = predict_proba(t.model, t.preprocess, x, channels_last=t.channels_last)
+    assert not torch.allclose(averaged, live, atol=1e-4)
+    assert torch.equal(t.predict(x), averaged)
+    loss = torch.nn.functional.nll_loss(averaged.clamp_min(1e-12).log(), y).item()
+    accuracy = (averaged.argmax(1) == y).float().mean().item()
+    assert t.evaluate((x, y)) == pytest.approx({"loss": loss, "accuracy": accuracy})
     with pytest.raises(CnnlabError, match="EMA decay"):
         Trainer(create_model("seed004-lenet"), ema=1.0)
 
