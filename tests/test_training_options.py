@@ -199,9 +199,31 @@ def test_selection_never_uses_the_test_set() -> None:
 
 
 def test_tta_metrics_keep_the_plain_figures(tmp_path: Path, tiny_mnist) -> None:
+    """metrics.json gives the test figures with TTA and, beside them, those without it."""
+    from cnnlab.data import load_dataset
+
     cfg = TrainConfig(model="seed000-cnn", epochs=1, tta=True)
-    m = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False).metrics
-    assert m["tta"] is True and 0 <= m["test_accuracy_no_tta"] <= 1
+    result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
+    run = load_run(tmp_path / "r")
+    assert run.metrics == json.loads(json.dumps(result.metrics))  # what was written
+    m = run.metrics
+    test = load_dataset("mnist", "test", tiny_mnist)
+    figures = {}
+    for tta in (False, True):
+        probs = run.predict(test.images, tta=tta)
+        figures[tta] = {
+            "loss": torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), test.labels).item(),
+            "accuracy": (probs.argmax(1) == test.labels).float().mean().item(),
+            "probs": probs,
+        }
+    # TTA really changes the predictions, so the two sets of figures are distinct.
+    assert not torch.allclose(figures[False]["probs"], figures[True]["probs"], atol=1e-3)
+    assert figures[False]["loss"] != pytest.approx(figures[True]["loss"], abs=1e-4)
+    assert m["tta"] is True
+    assert m["test_loss"] == pytest.approx(figures[True]["loss"], abs=1e-5)
+    assert m["test_accuracy"] == pytest.approx(figures[True]["accuracy"], abs=1e-6)
+    assert m["test_loss_no_tta"] == pytest.approx(figures[False]["loss"], abs=1e-5)
+    assert m["test_accuracy_no_tta"] == pytest.approx(figures[False]["accuracy"], abs=1e-6)
 
 
 def test_named_recipes_fill_model_and_options() -> None:
