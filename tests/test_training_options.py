@@ -40,8 +40,20 @@ def test_bf16_training_learns_and_keeps_fp32_weights() -> None:
     torch.manual_seed(0)
     t = Trainer(create_model("seed000-cnn"), precision="bf16", progress=False)
     t.fit(blobs(), epochs=2, batch_size=32)
+    assert t.precision == "bf16"
     assert all(p.dtype == torch.float32 for p in t.model.parameters())
     assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
+    # The steps really compute in bf16: one step from the same start lands elsewhere than
+    # an fp32 step, which itself repeats exactly.
+    weights = []
+    for precision in ("fp32", "fp32", "bf16"):
+        torch.manual_seed(0)
+        one = Trainer(create_model("seed000-cnn"), precision=precision, progress=False)
+        one.fit(blobs(64), steps=1, batch_size=64)
+        weights.append(one.model.state_dict())
+    fp32, again, bf16 = weights
+    assert all(torch.equal(fp32[k], again[k]) for k in fp32)
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)
 
 
 def test_channels_last_gives_the_same_model() -> None:
@@ -49,6 +61,7 @@ def test_channels_last_gives_the_same_model() -> None:
     for cl in (False, True):
         torch.manual_seed(0)
         t = Trainer(create_model("seed000-cnn"), channels_last=cl, precision="fp32", progress=False)
+        assert t.model[3].weight.is_contiguous(memory_format=torch.channels_last) is cl
         t.fit(blobs(), epochs=1, batch_size=50)
         results.append(t.predict(blobs(50, 1)[0]))
     assert torch.allclose(results[0], results[1], atol=1e-4)
@@ -161,14 +174,27 @@ def test_interrupted_run_resumes_exactly_with_augmentation_ema_and_dropout(
 
 
 def test_select_best_keeps_the_best_validation_epoch(tmp_path: Path, tiny_mnist) -> None:
-    # A huge constant learning rate makes later epochs worse than the first ones.
+    from cnnlab.train import LambdaCallback
+
+    # Two good epochs, then the weights are wiped (after the run folder took epoch 2's):
+    # the later epochs are at chance level, so the best epoch is not the last.
+    def wipe(trainer, epoch, logs) -> None:  # noqa: ANN001
+        if epoch == 2:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.zero_()
+
     cfg = TrainConfig(
-        model="seed000-cnn", epochs=4, optimizer="sgd", lr=3.0, select="best",
-        validation_split=0.25, seed=0,
+        model="seed000-cnn", epochs=4, select="best", validation_split=0.25, seed=0,
     )  # fmt: skip
-    result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
+    result = train_run(
+        cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False,
+        callbacks=[LambdaCallback(wipe)],
+    )  # fmt: skip
     history = json.loads((tmp_path / "r" / "history.json").read_text())
     best = max(history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert best["epoch"] < history[-1]["epoch"]
+    assert best["val_accuracy"] > history[-1]["val_accuracy"] + 0.2
     run = load_run(tmp_path / "r")
     assert result.metrics["weights"] == "best"
     # The saved weights reproduce the best epoch's validation figures.
@@ -179,7 +205,9 @@ def test_select_best_keeps_the_best_validation_epoch(tmp_path: Path, tiny_mnist)
     held = perm[-150:].sort().values
     probs = run.predict(train.images[held])
     acc = (probs.argmax(1) == train.labels[held]).float().mean().item()
+    loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), train.labels[held]).item()
     assert acc == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert loss == pytest.approx(best["val_loss"], abs=1e-5)
 
 
 def test_early_stopping_stops(tmp_path: Path, tiny_mnist) -> None:
@@ -188,7 +216,11 @@ def test_early_stopping_stops(tmp_path: Path, tiny_mnist) -> None:
         optimizer="sgd", lr=1e-6,
     )  # fmt: skip
     result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
-    assert result.metrics["epochs"] < 30
+    # A rate of 1e-6 leaves the validation accuracy where epoch 1 put it: with a patience
+    # of 1, epoch 2 without improvement is the last.
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert [int(r["epoch"]) for r in history] == [1, 2] and result.metrics["epochs"] == 2
+    assert history[1]["val_accuracy"] <= history[0]["val_accuracy"]
 
 
 def test_selection_never_uses_the_test_set() -> None:
@@ -284,6 +316,10 @@ def test_evaluate_follows_the_runs_tta_setting(tmp_path: Path, tiny_mnist) -> No
     assert default.tta == [True] and plain.tta == [False]
     assert default.runs[0].accuracy == pytest.approx(m["test_accuracy"], abs=1e-6)
     assert plain.runs[0].accuracy == pytest.approx(m["test_accuracy_no_tta"], abs=1e-6)
+    # The accuracies may coincide on 200 easy images; the losses tell the two apart.
+    assert m["test_loss"] != pytest.approx(m["test_loss_no_tta"], abs=1e-4)
+    assert default.runs[0].loss == pytest.approx(m["test_loss"], abs=1e-5)
+    assert plain.runs[0].loss == pytest.approx(m["test_loss_no_tta"], abs=1e-5)
 
 
 def test_cli_threads_option(tmp_path: Path, tiny_mnist, capsys) -> None:
