@@ -30,10 +30,24 @@ def test_fit_learns_an_easy_task() -> None:
 
 
 def test_onehot_labels_train_the_same_model() -> None:
-    torch.manual_seed(0)
-    t = Trainer(create_model("seed000-cnn"), labels="onehot", progress=False)
-    t.fit(blobs(), epochs=2, batch_size=32)
-    assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
+    """Categorical cross-entropy on one-hot targets is the sparse loss: from the same seed,
+    both give the same model, with label smoothing too."""
+    x = blobs(200, 1)[0]
+    for smoothing, steps in ((0.0, None), (0.1, 6)):
+        probs = []
+        for labels in ("int", "onehot"):
+            torch.manual_seed(0)
+            t = Trainer(
+                create_model("seed000-cnn"),
+                labels=labels,
+                label_smoothing=smoothing,
+                progress=False,
+            )
+            t.fit(blobs(), epochs=1, steps=steps, batch_size=32)
+            probs.append(t.predict(x))
+        torch.testing.assert_close(probs[1], probs[0], rtol=0, atol=1e-5)
+        if not smoothing:
+            assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
 
 
 def test_onehot_label_input_is_accepted() -> None:
@@ -111,6 +125,8 @@ def test_early_stopping_restores_best(ema: float) -> None:
 
 
 def test_validation_split_is_seeded_and_disjoint() -> None:
+    from cnnlab.train.trainer import split_indices
+
     x, y = blobs(100)
     x[:, 0, 0, 0] = torch.arange(100, dtype=torch.uint8)  # tag each image
     seen: list[torch.Tensor] = []
@@ -124,9 +140,17 @@ def test_validation_split_is_seeded_and_disjoint() -> None:
             seen.append((inp[:, 0, 0, 0] * 255).round().long())
             return self.lin(inp.flatten(1))
 
-    Trainer(Spy(), progress=False).fit((x, y), epochs=1, batch_size=100, validation_split=0.2)
-    train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
-    assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
+    held_out = []
+    for seed in (0, 0, 1):
+        seen.clear()
+        Trainer(Spy(), progress=False).fit(
+            (x, y), epochs=1, batch_size=100, validation_split=0.2, seed=seed
+        )
+        train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
+        assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
+        assert val_ids == set(split_indices(100, 0.2, seed)[1].tolist())  # as documented
+        held_out.append(val_ids)
+    assert held_out[0] == held_out[1] != held_out[2]  # the seed picks the split
 
 
 def test_bad_fit_arguments() -> None:
