@@ -154,11 +154,33 @@ def test_preprocess_augments_before_normalising() -> None:
     out = pre(img, Augment(translate=0.2))
     # An all-black image stays all-black: borders filled before normalisation.
     assert torch.allclose(out, torch.full_like(out, -1.0))
+    # White images are moved, and the borders they leave are black (-1), not 0.
+    torch.manual_seed(0)
+    moved = pre(torch.full((16, 1, 28, 28), 255, dtype=torch.uint8), Augment(translate=0.2))
+    assert (moved == -1.0).any() and (moved == 1.0).any()
+    assert moved.min() >= -1.0 and moved.max() <= 1.0
 
 
 def test_augmenting_a_large_batch_is_a_few_tensor_ops() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    class CountCalls(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
     torch.manual_seed(0)
     x = torch.rand(2048, 1, 28, 28)
-    out = Augment.parse("digits,elastic=1.5,erase=0.5")(x)
+    aug = Augment.parse("digits,elastic=1.5,erase=0.5,flip=0.5")
+    calls = []
+    for n in (8, 2048):  # the same few calls whatever the batch size: no per-image work
+        with CountCalls() as counter:
+            out = aug(x[:n])
+        calls.append(counter.calls)
+    assert calls[0] == calls[1] < 200, calls
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert not math.isclose(float(F.mse_loss(out, x)), 0.0)

@@ -76,6 +76,11 @@ def test_summary_of_a_run_folder(capsys, digits_run: Path) -> None:
 
 
 def test_train_evaluate_predict_plot_round_trip(capsys, tmp_path: Path) -> None:
+    import torch
+
+    from cnnlab.data import prepare_digit
+    from cnnlab.runs import load_run
+
     run = tmp_path / "run"
     code, out, err = run_cli(
         capsys,
@@ -108,7 +113,11 @@ def test_train_evaluate_predict_plot_round_trip(capsys, tmp_path: Path) -> None:
     assert code == 0
     row = json.loads(out)
     assert row["file"] == str(image) and set(row["probabilities"]) == {str(i) for i in range(10)}
-    assert row["prediction"] in row["probabilities"]
+    # The run's own answer for the prepared picture, and its most probable class.
+    probs = load_run(run).predict(torch.from_numpy(prepare_digit(image))[None])[0]
+    expected = {str(i): float(p) for i, p in enumerate(probs)}
+    assert row["probabilities"] == pytest.approx(expected, abs=1e-6)  # printed to 6 places
+    assert row["prediction"] == str(int(probs.argmax()))
 
     code, out, _ = run_cli(capsys, "plot", str(run), "-o", str(tmp_path / "plots"))
     assert code == 0

@@ -24,10 +24,21 @@ def test_compare_trains_each_entry_and_measures_the_gap(tiny_mnist: Path, tmp_pa
     assert [r["entry"] for r in rows] == ["seed002-cnn", "seed002-mlp"]
     cnn, mlp = rows
     assert cnn["parameters"] == 242_062 and mlp["parameters"] == 795_010
+    from cnnlab.data import load_dataset
+    from cnnlab.runs import load_run
+    from cnnlab.train.trainer import split_indices
+
+    train = load_dataset("mnist", "train", tiny_mnist)
     for r in rows:
         assert Path(r["run"], "weights.safetensors").exists()
+        # The accuracies are the trained model's on the run's own split, without dropout.
+        run = load_run(r["run"])
+        keep, held = split_indices(len(train), run.config.validation_split, run.config.seed)
+        for key, idx in (("train_accuracy", keep), ("val_accuracy", held)):
+            hits = run.predict(train.images[idx]).argmax(1) == train.labels[idx]
+            assert r[key] == pytest.approx(hits.float().mean().item(), abs=1e-6), key
         assert r["gap"] == pytest.approx(r["train_accuracy"] - r["val_accuracy"])
-        assert r["epochs"] == 1 and 0 <= r["test_accuracy"] <= 1
+        assert r["epochs"] == 1 and r["test_accuracy"] == run.metrics["test_accuracy"]
     text = format_table(rows)
     assert "seed002-cnn" in text and "seed002-mlp" in text and "242,062" in text
 

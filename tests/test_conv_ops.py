@@ -255,9 +255,12 @@ def test_max_pool_padding_never_wins() -> None:
     assert float(pool2d(img, 3, stride=1, padding=1).max()) == -1.0
 
 
-def test_sum_pooling_counts_padded_zeros() -> None:
+def test_average_and_sum_pooling_count_padded_zeros() -> None:
     out = pool2d(np.ones((4, 4)), 3, stride=1, padding=1, method="avg").numpy()
     assert out[0, 0] == pytest.approx(4 / 9)  # corner window: 4 real cells, 5 padded zeros
+    assert out[1, 1] == pytest.approx(1.0)  # an inner window holds no padding
+    total = pool2d(np.ones((4, 4)), 3, stride=1, padding=1, method="sum").numpy()
+    assert total[0, 0] == pytest.approx(4.0) and total[1, 1] == pytest.approx(9.0)
 
 
 # ---------------------------------------------------------------- errors

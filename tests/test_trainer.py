@@ -30,10 +30,24 @@ def test_fit_learns_an_easy_task() -> None:
 
 
 def test_onehot_labels_train_the_same_model() -> None:
-    torch.manual_seed(0)
-    t = Trainer(create_model("seed000-cnn"), labels="onehot", progress=False)
-    t.fit(blobs(), epochs=2, batch_size=32)
-    assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
+    """Categorical cross-entropy on one-hot targets is the sparse loss: from the same seed,
+    both give the same model, with label smoothing too."""
+    x = blobs(200, 1)[0]
+    for smoothing, steps in ((0.0, None), (0.1, 6)):
+        probs = []
+        for labels in ("int", "onehot"):
+            torch.manual_seed(0)
+            t = Trainer(
+                create_model("seed000-cnn"),
+                labels=labels,
+                label_smoothing=smoothing,
+                progress=False,
+            )
+            t.fit(blobs(), epochs=1, steps=steps, batch_size=32)
+            probs.append(t.predict(x))
+        torch.testing.assert_close(probs[1], probs[0], rtol=0, atol=1e-5)
+        if not smoothing:
+            assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
 
 
 def test_onehot_label_input_is_accepted() -> None:
@@ -79,15 +93,40 @@ def test_steps_limit_stops_mid_epoch() -> None:
     assert t.step == 5
 
 
-def test_early_stopping_restores_best() -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_early_stopping_restores_best(ema: float) -> None:
+    """Training stops ``patience`` epochs after the best one, and the model (its EMA average
+    when kept) ends with the weights it had at the end of that best epoch, not the last's."""
+    from cnnlab.train import LambdaCallback
+
+    # A scripted val_loss makes the best epoch (3) and the stop (epoch 3 + patience) known;
+    # epoch 2's setback must not count once epoch 3 improves.
+    script = [3.0, 4.0, 1.0, 2.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+
+    def scripted(trainer, epoch, logs) -> None:  # noqa: ANN001
+        assert "val_loss" in logs  # a real figure, replaced
+        logs["val_loss"] = script[epoch - 1]
+
+    weights: list[dict[str, torch.Tensor]] = []
+
+    def record(trainer, epoch, logs) -> None:  # noqa: ANN001
+        weights.append({k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()})
+
     torch.manual_seed(0)
-    t = Trainer(create_model("seed000-cnn"), lr=0.5, optimizer="sgd", progress=False)
-    stop = EarlyStopping(monitor="val_loss", patience=1)
-    t.fit(blobs(), epochs=10, batch_size=32, validation_split=0.25, callbacks=[stop])
-    assert t.epoch < 10 or stop.best_epoch > 0
+    t = Trainer(create_model("seed000-cnn"), lr=0.05, optimizer="sgd", ema=ema, progress=False)
+    stop = EarlyStopping(monitor="val_loss", patience=2)
+    callbacks = [LambdaCallback(scripted), stop, LambdaCallback(record)]
+    t.fit(blobs(200), epochs=10, batch_size=50, validation_split=0.25, callbacks=callbacks)
+    assert t.epoch == 5 and len(weights) == 5  # best at 3, no better at 4 and 5: stop
+    assert stop.best_epoch == 3 and stop.best == 1.0
+    final = t.eval_model.state_dict()
+    assert all(torch.equal(final[k], weights[2][k]) for k in final)
+    assert any(not torch.equal(final[k], weights[-1][k]) for k in final)
 
 
 def test_validation_split_is_seeded_and_disjoint() -> None:
+    from cnnlab.train.trainer import split_indices
+
     x, y = blobs(100)
     x[:, 0, 0, 0] = torch.arange(100, dtype=torch.uint8)  # tag each image
     seen: list[torch.Tensor] = []
@@ -103,10 +142,17 @@ def test_validation_split_is_seeded_and_disjoint() -> None:
 
     # The spy's forward has a side effect, which the speed layer's traced view would
     # drop (see cnnlab.speed.rewrite): it trains as it is.
-    trainer = Trainer(Spy(), progress=False, speed_up=False)
-    trainer.fit((x, y), epochs=1, batch_size=100, validation_split=0.2)
-    train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
-    assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
+    held_out = []
+    for seed in (0, 0, 1):
+        seen.clear()
+        Trainer(Spy(), progress=False, speed_up=False).fit(
+            (x, y), epochs=1, batch_size=100, validation_split=0.2, seed=seed
+        )
+        train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
+        assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
+        assert val_ids == set(split_indices(100, 0.2, seed)[1].tolist())  # as documented
+        held_out.append(val_ids)
+    assert held_out[0] == held_out[1] != held_out[2]  # the seed picks the split
 
 
 def test_bad_fit_arguments() -> None:

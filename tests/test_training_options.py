@@ -14,13 +14,12 @@ from cnnlab import CnnlabError, create_model
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
 from cnnlab.data.augment import Augment
-from cnnlab.recipes import get_recipe, list_recipes
-from cnnlab.recipes import resolve_config
-from cnnlab.runs import load_run, train_run
-from cnnlab.train import Trainer
 from cnnlab.hardware import cpu_has_native_bf16, pick_precision
-from cnnlab.speed import tune_cpu_allocator
 from cnnlab.predict import shifted_views
+from cnnlab.recipes import get_recipe, list_recipes, resolve_config
+from cnnlab.runs import load_run, train_run
+from cnnlab.speed import tune_cpu_allocator
+from cnnlab.train import Trainer
 from tests.conftest import make_blobs
 
 
@@ -42,8 +41,20 @@ def test_bf16_training_learns_and_keeps_fp32_weights() -> None:
     torch.manual_seed(0)
     t = Trainer(create_model("seed000-cnn"), precision="bf16", progress=False)
     t.fit(blobs(), epochs=2, batch_size=32)
+    assert t.precision == "bf16"
     assert all(p.dtype == torch.float32 for p in t.model.parameters())
     assert t.evaluate(blobs(200, 1))["accuracy"] > 0.9
+    # The steps really compute in bf16: one step from the same start lands elsewhere than
+    # an fp32 step, which itself repeats exactly.
+    weights = []
+    for precision in ("fp32", "fp32", "bf16"):
+        torch.manual_seed(0)
+        one = Trainer(create_model("seed000-cnn"), precision=precision, progress=False)
+        one.fit(blobs(64), steps=1, batch_size=64)
+        weights.append(one.model.state_dict())
+    fp32, again, bf16 = weights
+    assert all(torch.equal(fp32[k], again[k]) for k in fp32)
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)
 
 
 def test_channels_last_gives_the_same_model() -> None:
@@ -51,6 +62,7 @@ def test_channels_last_gives_the_same_model() -> None:
     for cl in (False, True):
         torch.manual_seed(0)
         t = Trainer(create_model("seed000-cnn"), channels_last=cl, precision="fp32", progress=False)
+        assert t.model[3].weight.is_contiguous(memory_format=torch.channels_last) is cl
         t.fit(blobs(), epochs=1, batch_size=50)
         results.append(t.predict(blobs(50, 1)[0]))
     assert torch.allclose(results[0], results[1], atol=1e-4)
@@ -61,16 +73,48 @@ def test_channels_last_is_automatic_for_convolutions_only() -> None:
     assert not Trainer(create_model("seed002-mlp"), progress=False).channels_last
 
 
-def test_ema_averages_the_weights() -> None:
+def test_ema_follows_the_documented_average_and_serves_predictions() -> None:
+    """The EMA weights are exactly the warmed-up average of the weights after every step
+    (decay ``min(ema, (1 + step) / (10 + step))``, from the initial weights), buffers are
+    the live model's, and evaluation and prediction use the average, not the live weights."""
+    from cnnlab.predict import Predictor
+
+    snapshots: list[list[torch.Tensor]] = []
+
+    class Recording(Trainer):
+        def train_step(self, x, y):  # noqa: ANN001, ANN202
+            out = super().train_step(x, y)
+            snapshots.append([p.detach().clone() for p in self.model.parameters()])
+            return out
+
     torch.manual_seed(0)
-    t = Trainer(create_model("seed004-lenet"), ema=0.9, progress=False)
+    # speedrun-cnn has batch-norm buffers; with ema=0.5 the warm-up decides steps 1–7 and
+    # the 0.5 cap steps 8–13. A brisk rate moves the weights enough that a wrong rule shows.
+    t = Recording(create_model("speedrun-cnn"), lr=0.01, ema=0.5, progress=False)
+    expected = [p.detach().double().clone() for p in t.model.parameters()]
     t.fit(blobs(), epochs=1, batch_size=32)
+    assert len(snapshots) == t.step == 13
+    for step, params in enumerate(snapshots, 1):
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = [
+            e * decay + p.double() * (1 - decay) for e, p in zip(expected, params, strict=True)
+        ]
+    ema = list(t.ema_model.parameters())
+    for e, a in zip(expected, ema, strict=True):
+        torch.testing.assert_close(a.double(), e, rtol=0, atol=2e-6)  # float32 rounding: ~1e-7
+    assert any(not torch.allclose(a, p, atol=1e-4) for a, p in zip(ema, snapshots[-1], strict=True))
+    buffers, live_buffers = dict(t.ema_model.named_buffers()), dict(t.model.named_buffers())
+    assert buffers and all(torch.equal(b, live_buffers[k]) for k, b in buffers.items())
+    # Evaluation and prediction use the averaged weights.
     assert t.eval_model is t.ema_model
-    ema = dict(t.ema_model.named_parameters())
-    live = dict(t.model.named_parameters())
-    assert any(not torch.equal(ema[k], live[k]) for k in live)
-    # The average stays between the start and the end of training, closer to the end.
-    assert all(torch.isfinite(v).all() for v in ema.values())
+    x, y = blobs(100, 1)
+    averaged = Predictor(t.ema_model, t.preprocess).probabilities(x)
+    live = Predictor(t.model, t.preprocess).probabilities(x)
+    assert not torch.allclose(averaged, live, atol=1e-4)
+    assert torch.equal(t.predict(x), averaged)
+    loss = torch.nn.functional.nll_loss(averaged.clamp_min(1e-12).log(), y).item()
+    accuracy = (averaged.argmax(1) == y).float().mean().item()
+    assert t.evaluate((x, y)) == pytest.approx({"loss": loss, "accuracy": accuracy})
     with pytest.raises(CnnlabError, match=r"ema must be in \[0, 1\), not 1.0"):
         Trainer(create_model("seed004-lenet"), ema=1.0)
 
@@ -131,14 +175,27 @@ def test_interrupted_run_resumes_exactly_with_augmentation_ema_and_dropout(
 
 
 def test_select_best_keeps_the_best_validation_epoch(tmp_path: Path, tiny_mnist) -> None:
-    # A huge constant learning rate makes later epochs worse than the first ones.
+    from cnnlab.train import LambdaCallback
+
+    # Two good epochs, then the weights are wiped (after the run folder took epoch 2's):
+    # the later epochs are at chance level, so the best epoch is not the last.
+    def wipe(trainer, epoch, logs) -> None:  # noqa: ANN001
+        if epoch == 2:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.zero_()
+
     cfg = TrainConfig(
-        model="seed000-cnn", epochs=4, optimizer="sgd", lr=3.0, select="best",
-        validation_split=0.25, seed=0,
+        model="seed000-cnn", epochs=4, select="best", validation_split=0.25, seed=0,
     )  # fmt: skip
-    result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
+    result = train_run(
+        cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False,
+        callbacks=[LambdaCallback(wipe)],
+    )  # fmt: skip
     history = json.loads((tmp_path / "r" / "history.json").read_text())
     best = max(history, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert best["epoch"] < history[-1]["epoch"]
+    assert best["val_accuracy"] > history[-1]["val_accuracy"] + 0.2
     run = load_run(tmp_path / "r")
     assert result.metrics["weights"] == "best"
     # The saved weights reproduce the best epoch's validation figures.
@@ -149,7 +206,9 @@ def test_select_best_keeps_the_best_validation_epoch(tmp_path: Path, tiny_mnist)
     held = perm[-150:].sort().values
     probs = run.predict(train.images[held])
     acc = (probs.argmax(1) == train.labels[held]).float().mean().item()
+    loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), train.labels[held]).item()
     assert acc == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert loss == pytest.approx(best["val_loss"], abs=1e-5)
 
 
 def test_early_stopping_stops(tmp_path: Path, tiny_mnist) -> None:
@@ -158,7 +217,11 @@ def test_early_stopping_stops(tmp_path: Path, tiny_mnist) -> None:
         optimizer="sgd", lr=1e-6,
     )  # fmt: skip
     result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
-    assert result.metrics["epochs"] < 30
+    # A rate of 1e-6 leaves the validation accuracy where epoch 1 put it: with a patience
+    # of 1, epoch 2 without improvement is the last.
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert [int(r["epoch"]) for r in history] == [1, 2] and result.metrics["epochs"] == 2
+    assert history[1]["val_accuracy"] <= history[0]["val_accuracy"]
 
 
 def test_selection_never_uses_the_test_set() -> None:
@@ -169,9 +232,31 @@ def test_selection_never_uses_the_test_set() -> None:
 
 
 def test_tta_metrics_keep_the_plain_figures(tmp_path: Path, tiny_mnist) -> None:
+    """metrics.json gives the test figures with TTA and, beside them, those without it."""
+    from cnnlab.data import load_dataset
+
     cfg = TrainConfig(model="seed000-cnn", epochs=1, tta=True)
-    m = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False).metrics
-    assert m["tta"] is True and 0 <= m["test_accuracy_no_tta"] <= 1
+    result = train_run(cfg, tmp_path / "r", data_dir=tiny_mnist, progress=False)
+    run = load_run(tmp_path / "r")
+    assert run.metrics == json.loads(json.dumps(result.metrics))  # what was written
+    m = run.metrics
+    test = load_dataset("mnist", "test", tiny_mnist)
+    figures = {}
+    for tta in (False, True):
+        probs = run.predict(test.images, tta=tta)
+        figures[tta] = {
+            "loss": torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), test.labels).item(),
+            "accuracy": (probs.argmax(1) == test.labels).float().mean().item(),
+            "probs": probs,
+        }
+    # TTA really changes the predictions, so the two sets of figures are distinct.
+    assert not torch.allclose(figures[False]["probs"], figures[True]["probs"], atol=1e-3)
+    assert figures[False]["loss"] != pytest.approx(figures[True]["loss"], abs=1e-4)
+    assert m["tta"] is True
+    assert m["test_loss"] == pytest.approx(figures[True]["loss"], abs=1e-5)
+    assert m["test_accuracy"] == pytest.approx(figures[True]["accuracy"], abs=1e-6)
+    assert m["test_loss_no_tta"] == pytest.approx(figures[False]["loss"], abs=1e-5)
+    assert m["test_accuracy_no_tta"] == pytest.approx(figures[False]["accuracy"], abs=1e-6)
 
 
 def test_named_recipes_fill_model_and_options() -> None:
@@ -234,6 +319,10 @@ def test_evaluate_follows_the_runs_tta_setting(tmp_path: Path, tiny_mnist) -> No
     assert default.tta == [True] and plain.tta == [False]
     assert default.runs[0].accuracy == pytest.approx(m["test_accuracy"], abs=1e-6)
     assert plain.runs[0].accuracy == pytest.approx(m["test_accuracy_no_tta"], abs=1e-6)
+    # The accuracies may coincide on 200 easy images; the losses tell the two apart.
+    assert m["test_loss"] != pytest.approx(m["test_loss_no_tta"], abs=1e-4)
+    assert default.runs[0].loss == pytest.approx(m["test_loss"], abs=1e-5)
+    assert plain.runs[0].loss == pytest.approx(m["test_loss_no_tta"], abs=1e-5)
 
 
 def test_cli_threads_option(tmp_path: Path, tiny_mnist, capsys) -> None:

@@ -142,12 +142,16 @@ def test_filters_sheet_on_photo_and_digit(tmp_path: Path, capsys) -> None:
     assert "under 15 kernels" in capsys.readouterr().out
 
 
-def test_filters_chosen_kernels_grey(tmp_path: Path) -> None:
+def test_filters_chosen_kernels_grey(tmp_path: Path, capsys) -> None:
     photo = _photo(tmp_path / "p.png", (120, 80))
     out = tmp_path / "s.png"
     rc = main(["filters", str(photo), "--kernels", "mean-5,laplacian-8", "--color", "grey",
                "-o", str(out)])  # fmt: skip
     assert rc == 0 and out.stat().st_size > 1000
+    assert "80×120×1 under 2 kernels" in capsys.readouterr().out  # read as one grey channel
+    with Image.open(out) as im:
+        w, h = im.size
+    assert w > 2 * h  # one row: the original and the two chosen kernels, not all 15
 
 
 # ---------------------------------------------------------------- layers
