@@ -53,8 +53,16 @@ VARIANTS = {
     "fp32": {"precision": "fp32", "channels_last": False, "speed_up": False},
     "fp32 channels-last": {"precision": "fp32", "channels_last": True, "speed_up": False},
     "bf16 channels-last": {"precision": "bf16", "channels_last": True, "speed_up": False},
-    "fp32 channels-last pooling": {"precision": "fp32", "channels_last": True, "speed_up": "pooling"},
-    "bf16 channels-last pooling": {"precision": "bf16", "channels_last": True, "speed_up": "pooling"},
+    "fp32 channels-last pooling": {
+        "precision": "fp32",
+        "channels_last": True,
+        "speed_up": "pooling",
+    },
+    "bf16 channels-last pooling": {
+        "precision": "bf16",
+        "channels_last": True,
+        "speed_up": "pooling",
+    },
     "fp32 channels-last speed-up": {"precision": "fp32", "channels_last": True, "speed_up": True},
     "bf16 channels-last speed-up": {"precision": "bf16", "channels_last": True, "speed_up": True},
     "fp32 compile": {"precision": "fp32", "channels_last": False, "compile": True},

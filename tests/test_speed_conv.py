@@ -17,7 +17,6 @@ from torch import nn
 from cnnlab.speed import native
 from cnnlab.speed import status as native_status
 from cnnlab.speed.conv import conv1, conv1_pool, native_ok
-from cnnlab.speed.pooling import max_pool2
 from cnnlab.speed.modules import (
     SMALL_MACS,
     OneChannelConv,
@@ -25,6 +24,7 @@ from cnnlab.speed.modules import (
     SmallLinear,
     is_one_channel_conv,
 )
+from cnnlab.speed.pooling import max_pool2
 
 CL = torch.channels_last
 NATIVE_POSSIBLE = native._supported() is None

@@ -157,7 +157,9 @@ def test_speed_up_swaps_in_the_fast_modules(model_id: str, expected: list[str]) 
     assert [type(m).__name__ for m in model.modules()] == before  # the model is untouched
 
 
-@pytest.mark.parametrize("model_id", ["seed004-lenet-max", "seed000-cnn", "seed002-cnn", "resnet-mini"])
+@pytest.mark.parametrize(
+    "model_id", ["seed004-lenet-max", "seed000-cnn", "seed002-cnn", "resnet-mini"]
+)
 def test_speed_up_computes_the_model(model_id: str) -> None:
     torch.manual_seed(0)
     model = create_model(model_id).eval().to(memory_format=CL)

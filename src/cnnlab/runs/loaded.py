@@ -22,7 +22,9 @@ from cnnlab.predict import Predictor
 from cnnlab.runs.folder import CONFIG, HISTORY, METRICS, WEIGHTS, load_weights, read_json
 
 
-def model_arguments(spec: ModelSpec, num_classes: int, model_args: dict[str, Any]) -> dict[str, Any]:
+def model_arguments(
+    spec: ModelSpec, num_classes: int, model_args: dict[str, Any]
+) -> dict[str, Any]:
     """The model's full keyword arguments: its defaults, the dataset's number of classes,
     then the run's own choices."""
     args = spec.arguments()
