@@ -90,6 +90,19 @@ def test_build_goes_to_the_cache_folder(fresh_load, tmp_path: Path) -> None:
     assert native_status() == f"loaded {built[0]}"
 
 
+def test_cache_name_covers_the_included_headers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A change to a body file the sources include builds a new library, not the old one."""
+    (tmp_path / "kernel.c").write_text('#include "body.h"\n')
+    header = tmp_path / "body.h"
+    header.write_text("/* a body the source includes */\n")
+    monkeypatch.setattr(native, "CSRC", tmp_path)
+    before = native._target("cc", openmp=False)
+    header.write_text(header.read_text() + "\n")
+    assert native._target("cc", openmp=False) != before
+
+
 def test_broken_compiler_falls_back(fresh_load, tmp_path: Path) -> None:
     fresh_load.setenv("CNNLAB_CACHE", str(tmp_path))
     fresh_load.setenv("CC", "false")

@@ -1,9 +1,10 @@
 """Build and load the C kernels: compiled once per machine into a cache folder.
 
-Every ``*.c`` file in ``csrc/`` goes into one shared library. It is compiled with
+Every ``*.c`` file in ``csrc/`` goes into one shared library; the ``*.h`` files there are
+bodies that the sources include. It is compiled with
 ``cc -O3 -march=native`` (``$CC`` overrides the compiler), and ``-fopenmp`` where torch's
 OpenMP runtime is GNU libgomp (as in the PyPI wheels): the library then links to the
-libgomp torch has already loaded and its threads are torch's. It is tuned to the CPU it runs on and cached under a name that hashes the source, the
+libgomp torch has already loaded and its threads are torch's. It is tuned to the CPU it runs on and cached under a name that hashes the sources and headers, the
 compiler command and the CPU's model and flags; a cache folder shared between different
 machines therefore never hands one machine another's binary. The compiler writes to a
 temporary file that is renamed into place, so a crash or a concurrent build never leaves
