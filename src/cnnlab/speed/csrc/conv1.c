@@ -27,7 +27,13 @@
    kernel larger than 11×11 in the AVX-512 code.
 
    Built by cnnlab/kernels/native.py with -march=native: AVX-512 (BW, VL) where the CPU
-   has it, else plain C that the compiler vectorises over the channels. */
+   has it, else plain C that the compiler vectorises over the channels.
+
+   Each pass is written once for both dtypes, pooled or not: forward() and backward()
+   take the flags `bf16` (how y is stored and g loaded) and `pool`, and the exported
+   functions at the end set them. In the AVX-512 code VARIANT compiles the per-image
+   functions with the flags and the kernel size fixed, so they cost nothing in the inner
+   loops. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +192,18 @@ ALWAYS_INLINE void forward_image(const float *buf, const float *w, const float *
   }
 }
 
+/* One convolution output's gradient gv, added to the bias gradient acc[K·K] and, times
+   the input pixel under each tap (src is the one under the top-left tap), to the weight
+   gradients acc[0..K·K). */
+ALWAYS_INLINE void add_gradient(const float *src, long Wp, __m512 gv, long K, __m512 *acc) {
+  acc[K * K] = _mm512_add_ps(acc[K * K], gv);
+#pragma GCC unroll 16
+  for (long di = 0; di < K; di++)
+#pragma GCC unroll 16
+    for (long dj = 0; dj < K; dj++)
+      acc[di * K + dj] = _mm512_fmadd_ps(_mm512_set1_ps(src[di * Wp + dj]), gv, acc[di * K + dj]);
+}
+
 /* One padded image's weight and bias gradients for channels c0…, added to tw[0..K·K]
    (bias last). acc is scratch for K·K + 1 vectors; where K is a constant the compiler
    keeps them all in registers, one fused multiply-add per tap and pixel. With pooling,
@@ -202,25 +220,13 @@ ALWAYS_INLINE void backward_image(const float *buf, const void *g, const uint8_t
       const long at = ((n * rows + i) * cols + j) * Co + c0;
       const __m512 gv = load(g, bf16, at, t);
       if (!pool) {
-        acc[KK] = _mm512_add_ps(acc[KK], gv);
-        const float *src = buf + i * Wp + j;
-#pragma GCC unroll 16
-        for (long di = 0; di < K; di++)
-#pragma GCC unroll 16
-          for (long dj = 0; dj < K; dj++)
-            acc[di * K + dj] = _mm512_fmadd_ps(_mm512_set1_ps(src[di * Wp + dj]), gv, acc[di * K + dj]);
+        add_gradient(buf + i * Wp + j, Wp, gv, K, acc);
         continue;
       }
       const __m128i win = _mm_maskz_loadu_epi8(t, arg + at);
       for (int q = 0; q < 4; q++) {
         const __m512 gq = _mm512_maskz_mov_ps(_mm_cmpeq_epi8_mask(win, _mm_set1_epi8((char)q)), gv);
-        const float *src = buf + (2 * i + (q >> 1)) * Wp + 2 * j + (q & 1);
-        acc[KK] = _mm512_add_ps(acc[KK], gq);
-#pragma GCC unroll 16
-        for (long di = 0; di < K; di++)
-#pragma GCC unroll 16
-          for (long dj = 0; dj < K; dj++)
-            acc[di * K + dj] = _mm512_fmadd_ps(_mm512_set1_ps(src[di * Wp + dj]), gq, acc[di * K + dj]);
+        add_gradient(buf + (2 * i + (q >> 1)) * Wp + 2 * j + (q & 1), Wp, gq, K, acc);
       }
     }
 #pragma GCC unroll 32
