@@ -7,7 +7,10 @@
    integer, is at least `threshold` (p quantised to 1/65,536, as cnnlab's torch
    fallback). The seed is drawn from torch's generator by the caller, so
    torch.manual_seed makes the masks repeatable; since each word depends on its index
-   alone, sharing the words among threads (OpenMP, see conv1.c) changes nothing. */
+   alone, sharing the words among threads (OpenMP, see conv1.c) changes nothing.
+
+   The function is written once, as DROPOUT_MASK, and instantiated for each dtype by the
+   type of its raw bits: uint16_t for bf16, uint32_t for fp32. */
 #include <stdint.h>
 
 static inline uint64_t mix64(uint64_t z) {
