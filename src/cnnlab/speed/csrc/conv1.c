@@ -26,7 +26,7 @@
    Each function returns 0; -1 when it could not allocate its scratch memory, -2 for a
    kernel larger than 11×11 in the AVX-512 code.
 
-   Built by cnnlab/kernels/native.py with -march=native: AVX-512 (BW, VL) where the CPU
+   Built by cnnlab/speed/native.py with -march=native: AVX-512 (BW, VL) where the CPU
    has it, else plain C that the compiler vectorises over the channels.
 
    Each pass is written once for both dtypes, pooled or not: forward() and backward()
@@ -45,7 +45,7 @@ static void pad_image(const float *x, float *buf, long H, long W, long P) {
   for (long i = 0; i < H; i++) memcpy(buf + (i + P) * Wp + P, x + i * W, sizeof(float) * W);
 }
 
-/* Threads: with OpenMP (cnnlab/kernels/native.py builds with -fopenmp where the compiler
+/* Threads: with OpenMP (cnnlab/speed/native.py builds with -fopenmp where the compiler
    has it), the images of a batch are shared among the threads of the OpenMP runtime
    already loaded, which is torch's own, so they take turns with torch's operators
    instead of competing with them for the cores. */

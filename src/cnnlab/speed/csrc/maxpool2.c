@@ -10,7 +10,7 @@
    bits flipped when negative orders as the float does. The keys of non-negative values
    are the values' own bits, and the map is its own inverse.
 
-   Built by cnnlab/kernels/native.py with -march=native: AVX-512 (BW, VL) where the CPU has
+   Built by cnnlab/speed/native.py with -march=native: AVX-512 (BW, VL) where the CPU has
    it, else AVX2.
 
    The bf16 and fp32 versions differ only in the width of every intrinsic, so each
@@ -93,7 +93,7 @@ static inline __mmask16 tail16(long left) { return left >= 16 ? 0xFFFF : (__mmas
 #elif defined(__AVX2__)
 #define POOL2_AVX512 0
 /* AVX2: full 256-bit blocks of channels, then the remaining channels one by one, which
-   is slower than torch; cnnlab/kernels/pooling.py therefore sends only channel counts
+   is slower than torch; cnnlab/speed/pooling.py therefore sends only channel counts
    that are a multiple of pool2_block_bf16() (16; 8 for fp32) here. */
 int pool2_block_bf16(void) { return 16; }
 
