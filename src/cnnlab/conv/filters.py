@@ -136,6 +136,15 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(r, r, indexing="ij")
 
 
+def _blur_size(size: int | None, sigma: float | None, name: str) -> int:
+    """The odd side of a Gaussian-shaped kernel: ``size``, else ``2·ceil(3σ)+1``."""
+    if sigma is not None and sigma <= 0:
+        raise CnnlabError(f"kernel {name}: sigma {sigma} must be positive")
+    if size is None:
+        size = 2 * math.ceil(3 * float(sigma)) + 1  # type: ignore[arg-type]
+    return _odd(int(size), name)
+
+
 def gaussian_matrix(size: int | None = None, sigma: float | None = None) -> np.ndarray:
     """A normalised 2-D Gaussian kernel; a missing size or sigma is derived from the other.
 
@@ -144,11 +153,7 @@ def gaussian_matrix(size: int | None = None, sigma: float | None = None) -> np.n
     """
     if size is None and sigma is None:
         size = 5
-    if sigma is not None and sigma <= 0:
-        raise CnnlabError(f"kernel gaussian: sigma {sigma} must be positive")
-    if size is None:
-        size = 2 * math.ceil(3 * float(sigma)) + 1  # type: ignore[arg-type]
-    size = _odd(int(size), "gaussian")
+    size = _blur_size(size, sigma, "gaussian")
     if sigma is None:
         sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
     yy, xx = _grid(size)
@@ -164,11 +169,7 @@ def log_matrix(size: int | None = None, sigma: float | None = None) -> np.ndarra
     """
     if size is None and sigma is None:
         size, sigma = 9, 1.4
-    if sigma is not None and sigma <= 0:
-        raise CnnlabError(f"kernel log: sigma {sigma} must be positive")
-    if size is None:
-        size = 2 * math.ceil(3 * float(sigma)) + 1  # type: ignore[arg-type]
-    size = _odd(int(size), "log")
+    size = _blur_size(size, sigma, "log")
     if sigma is None:
         sigma = max((size - 1) / 6, 0.5)
     yy, xx = _grid(size)
