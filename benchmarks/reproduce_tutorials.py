@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
+
+import machine
 
 #: model id -> accuracy the tutorial reports (None: it reports none).
 REPORTED = {
@@ -52,16 +52,6 @@ def cnnlab(*args: str, env: dict[str, str]) -> tuple[dict, float]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), wall
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(REPORTED), help="model ids")
@@ -72,8 +62,6 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
-
-    import torch
 
     env = dict(os.environ)
     data = ["--data-dir", args.data_dir] if args.data_dir else []
@@ -97,6 +85,7 @@ def main() -> None:
                 "train_seconds": m["train_seconds"],
                 "wall_seconds": round(wall, 1),
                 "reported": REPORTED.get(model),
+                "native_kernels": m.get("native_kernels"),
             }
             if model == "seed004-lenet-max":
                 m2, wall2 = cnnlab("train", "--resume", run, "--epochs", "2", *data, env=env)
@@ -127,15 +116,7 @@ def main() -> None:
         )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "date": datetime.now().isoformat(timespec="seconds"),
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "rows": rows,
-        }
+        report = {**machine.describe("reproduce_tutorials.py"), "rows": rows}
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 

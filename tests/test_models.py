@@ -88,3 +88,69 @@ def test_seed_init_is_reproducible() -> None:
 
 def test_package_exports_the_registry() -> None:
     assert cnnlab.create_model is create_model
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_factory_takes_in_channels_and_num_classes(name: str) -> None:
+    spec = get_model_spec(name)
+    args = spec.arguments()
+    assert args["in_channels"] == spec.input_size[0] and args["num_classes"] == 10
+    if name != "seed001-alexnet":  # 58 M parameters: its shapes are checked elsewhere
+        model = create_model(name, num_classes=7, in_channels=3).eval()
+        with torch.no_grad():
+            assert model(torch.rand(2, 3, *spec.input_size[1:])).shape == (2, 7)
+
+
+def test_each_model_has_one_name_its_factorys() -> None:
+    for name in list_models():
+        assert get_model_spec(name).factory.__name__.replace("_", "-") == name
+
+
+def test_registering_a_model_checks_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from cnnlab.config import TrainConfig
+    from cnnlab.models import register_model, registry
+    from cnnlab.runs import load_run, train_run
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register_model(source="test", recipe={"epochs": 1})
+    def tiny_probe(num_classes: int = 10, in_channels: int = 1) -> torch.nn.Module:
+        """A probe: one linear layer."""
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(in_channels * 28 * 28, num_classes)
+        )
+
+    spec = get_model_spec("tiny-probe")
+    assert spec.description == "A probe: one linear layer." and spec.recipe == {"epochs": 1}
+    result = train_run(
+        TrainConfig(model="tiny-probe", dataset="digits"), tmp_path / "r", progress=False
+    )
+    assert result.metrics["epochs"] == 1  # the model's own recipe
+    assert load_run(tmp_path / "r").predict(torch.zeros(2, 28, 28, dtype=torch.uint8)).shape == (
+        2,
+        10,
+    )
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model()(tiny_probe)
+
+    def no_channels(num_classes: int = 10) -> torch.nn.Module:
+        return torch.nn.Linear(4, num_classes)
+
+    with pytest.raises(ValueError, match="must take in_channels and num_classes"):
+        register_model()(no_channels)
+
+    def wrong_default(num_classes: int = 10, in_channels: int = 3) -> torch.nn.Module:
+        return torch.nn.Linear(4, num_classes)
+
+    with pytest.raises(ValueError, match="in_channels must default to 1"):
+        register_model()(wrong_default)
+
+
+def test_models_register_as_the_package_loads() -> None:
+    import subprocess
+    import sys
+
+    script = "import cnnlab.models.registry as r, cnnlab.models; print(len(r._REGISTRY))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == len(list_models()) >= 11

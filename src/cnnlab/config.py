@@ -18,6 +18,7 @@ This module imports nothing heavy, so ``cnnlab --help`` stays quick.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import types
 import typing
@@ -90,8 +91,6 @@ def _option(default: Any = None, **meta: Any) -> Any:
 
 def _key_value(text: str) -> dict[str, Any]:
     """``--arg KEY=VALUE``: the value read as JSON when it can be (numbers, true, null)."""
-    import json
-
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"expected KEY=VALUE, got {text!r}")
