@@ -163,6 +163,24 @@ def test_predict_on_unreadable_image(capsys, digits_run: Path, tmp_path: Path) -
     assert code == 2 and "missing.png" in err
 
 
+def test_predict_says_a_blank_image_is_blank(capsys, digits_run: Path, tmp_path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")  # white paper, no ink
+    digit = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(digit).line([(32, 10), (32, 54)], fill=0, width=6)
+    digit.save(tmp_path / "one.png")
+    files = [str(tmp_path / "blank.png"), str(tmp_path / "one.png")]
+    code, out, _ = run_cli(capsys, "predict", str(digits_run), *files)
+    blank, one = out.strip().splitlines()
+    assert code == 0 and blank.endswith("blank.png: blank (no ink found)")
+    assert one.startswith(files[1] + ": ") and "%" in one and "no ink" not in one
+    code, out, _ = run_cli(capsys, "predict", str(digits_run), *files, "--json")
+    answers = [json.loads(line) for line in out.strip().splitlines()]
+    assert answers[0] == {"file": files[0], "prediction": None, "blank": True}
+    assert answers[1]["prediction"] in answers[1]["probabilities"]
+
+
 def test_malformed_idx_is_a_clean_error(capsys, tmp_path: Path) -> None:
     bad = tmp_path / "mnist"
     bad.mkdir()

@@ -279,20 +279,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     batch = torch.stack([torch.from_numpy(prepare_digit(Path(f))) for f in args.images])
     probs = run.predict(batch)
-    for file, p in zip(args.images, probs, strict=True):
+    for file, image, p in zip(args.images, batch, probs, strict=True):
+        blank = not bool(image.any())  # no ink: any answer would be a guess
         order = p.argsort(descending=True)
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "file": file,
-                        "prediction": run.classes[int(order[0])],
-                        "probabilities": {
-                            c: round(float(v), 6) for c, v in zip(run.classes, p, strict=True)
-                        },
-                    }
-                )
-            )
+            answer: dict[str, Any] = {"file": file, "prediction": None, "blank": True}
+            if not blank:
+                answer = {
+                    "file": file,
+                    "prediction": run.classes[int(order[0])],
+                    "probabilities": {
+                        c: round(float(v), 6) for c, v in zip(run.classes, p, strict=True)
+                    },
+                }
+            print(json.dumps(answer))
+        elif blank:
+            print(f"{file}: blank (no ink found)")
         else:
             top = "  ".join(
                 f"{run.classes[int(i)]} {100 * float(p[i]):.1f}%" for i in order[: args.top]
