@@ -1,21 +1,25 @@
 """Reading the user's images for the workbench, and saving arrays as PNG.
 
 Photos larger than ``max_side`` pixels on their longer side are scaled down while they
-are decoded (JPEG draft mode, then a high-quality thumbnail), so a 12-megapixel photo
-never needs more than a few megabytes as float32.
+are decoded (JPEG draft mode or an integer box reduction, then a high-quality
+thumbnail), so a 12-megapixel photo never needs more than a few megabytes as float32.
+Files are opened through :mod:`cnnlab.data.decode`: the same pixel limit, colour modes
+and one-line errors as ``cnnlab predict``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cnnlab.atomic import write_bytes
+from cnnlab.data.decode import HIGH_DEPTH_MODES, decoding, open_image, shrink_on_load
 from cnnlab.errors import CnnlabError
 
 DEFAULT_MAX_SIDE = 1024
@@ -61,21 +65,32 @@ def load_image(
     if not os.path.isfile(p):
         raise CnnlabError(f"image {p!r} does not exist or is not a file")
     try:
-        with Image.open(p) as img:
-            original = (img.height, img.width)
-            if max_side and max(original) > max_side:
-                img.draft(None, (max_side, max_side))
-            grey = img.mode in ("1", "L", "LA", "I", "I;16", "F", "P") and _is_grey(img)
-            want_grey = color in ("grey", "gray") or (color == "auto" and grey)
-            img = _to_mode(img, "L" if want_grey else "RGB")
-            if max_side and max(img.size) > max_side:
-                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
-        raise CnnlabError(f"image {p!r} cannot be read: {exc}") from None
+        arr, original = _decode(p, color, max_side)
+    except CnnlabError as exc:
+        reason = str(exc).removeprefix(f"{p}: ")
+        raise CnnlabError(f"image {p!r} cannot be read: {reason}") from None
     t = torch.from_numpy(arr.astype(np.float32) / 255.0)
     t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
     return LoadedImage(pixels=t, original_size=original, path=p)
+
+
+def _decode(p: str, color: str, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The file's pixels as uint8 (H, W) or (H, W, 3), and its (height, width)."""
+    img = open_image(p, p)
+    original = (img.height, img.width)
+    with decoding(p):
+        grey = img.mode in _GREY_MODES and _is_grey(img)
+    want_grey = color in ("grey", "gray") or (color == "auto" and grey)
+    img = shrink_on_load(img, max_side or 0, p, grey=want_grey)
+    with decoding(p):
+        img = _to_mode(img, "L" if want_grey else "RGB", p)
+        if max_side and max(img.size) > max_side:
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        arr = np.asarray(img, dtype=np.uint8)
+    return arr, original
+
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "P", "LAB"} | HIGH_DEPTH_MODES)
 
 
 def _is_grey(img: Image.Image) -> bool:
@@ -86,14 +101,18 @@ def _is_grey(img: Image.Image) -> bool:
     return bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
 
 
-def _to_mode(img: Image.Image, mode: str) -> Image.Image:
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+def _to_mode(img: Image.Image, mode: str, label: str) -> Image.Image:
+    """A standard-mode image (see cnnlab.data.decode) as "L" or "RGB": alpha over
+    white, deep images stretched from their minimum to their maximum."""
+    if img.mode in ("RGBA", "LA"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    if img.mode in ("I", "I;16", "F"):
+    if img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise CnnlabError(f"{label}: pixel values include NaN or infinity")
         a = (a - lo) / (hi - lo or 1.0) * 255.0
         img = Image.fromarray(a.astype(np.uint8), "L")
     return img.convert(mode)

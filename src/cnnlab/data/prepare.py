@@ -8,108 +8,97 @@ contrast and position, so :func:`prepare_digit` normalises all of those.
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from cnnlab.data.decode import (
+    MAX_PIXELS,
+    check_pixels,
+    decoding,
+    level_multiplier,
+    open_image,
+    reduce_factor,
+    scale_levels,
+    shrink_on_load,
+    split_alpha,
+)
 from cnnlab.errors import CnnlabError
 
-__all__ = ["MAX_PIXELS", "center_by_mass", "prepare_digit", "prepare_digits"]
+__all__ = ["MAX_PIXELS", "WORK_SIDE", "center_by_mass", "prepare_digit", "prepare_digits"]
 
-#: Images larger than this are refused before decoding (a decompression-bomb guard).
-MAX_PIXELS = 40_000_000
 #: Ink must differ from the background by this many grey levels (of 255), or the image is blank.
 MIN_CONTRAST = 24.0
 #: After contrast normalisation, values below this fraction are background noise.
 NOISE_FLOOR = 0.12
+#: Bigger images are decoded reduced to a longer side of 1 to 2 times this: a digit
+#: covering a tenth of the picture is still ~100 pixels tall, five times the 20 it becomes.
+WORK_SIDE = 1024
 
 ImageInput = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
-_HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
-def _open(source: str | os.PathLike[str] | bytes, label: str) -> Image.Image:
-    """Open and fully decode an image file, turning every failure into a CnnlabError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except FileNotFoundError:
-        raise CnnlabError(f"{label}: file not found") from None
-    except IsADirectoryError:
-        raise CnnlabError(f"{label}: is a folder, expected an image file") from None
-    except Image.UnidentifiedImageError:
-        raise CnnlabError(f"{label}: not an image (unrecognised file format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise CnnlabError(
-            f"{label}: image too large (over {MAX_PIXELS / 1e6:.0f} megapixels)"
-        ) from None
-    except OSError as exc:
-        raise CnnlabError(f"{label}: cannot read image ({exc})") from None
-    width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise CnnlabError(
-            f"{label}: image is {width}x{height} pixels, over the "
-            f"{MAX_PIXELS / 1e6:.0f} megapixel limit"
-        )
-    try:
-        img.load()
-    except Exception as exc:  # decoders raise many types on broken input
-        raise CnnlabError(f"{label}: truncated or corrupt image ({exc})") from None
-    return img
+def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Transparent pixels composited onto a background that contrasts with the opaque
+    ink, so both dark and light strokes on a transparent canvas survive."""
+    if alpha is None or float(alpha.min()) >= 0.99:
+        return grey
+    opaque = alpha > 0.5
+    ink = float(grey[opaque].mean()) if opaque.any() else 0.0
+    background = 0.0 if ink > 127.5 else 255.0
+    return grey * alpha + background * (1.0 - alpha)
 
 
-def _grey(arr: np.ndarray, label: str) -> np.ndarray:
+def _block_mean(arr: np.ndarray, factor: int) -> np.ndarray:
+    """``arr`` box-reduced by ``factor`` along its first two axes, as float32."""
+    h, w = arr.shape[0] // factor, arr.shape[1] // factor
+    blocks = arr[: h * factor, : w * factor].reshape(h, factor, w, factor, *arr.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _array_grey(arr: np.ndarray, label: str) -> np.ndarray:
     """A float32 grey image in 0..255 from an (H, W), (H, W, 1|3|4) array.
 
-    Transparent pixels are composited onto a background that contrasts with the
-    opaque ink, so both dark and light strokes on a transparent canvas survive.
+    Arrays are checked as strictly as files: shape, pixel count, dtype and value
+    range; big ones are box-reduced before any float copy is made.
     """
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise CnnlabError(
+            f"{label}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}"
+        )
+    check_pixels(arr.shape[1], arr.shape[0], label)
+    if arr.dtype.kind not in "biuf":
+        raise CnnlabError(
+            f"{label}: dtype {arr.dtype} is not an image type (expected bool, integer or float)"
+        )
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise CnnlabError(
-            f"{label}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got {arr.shape}"
-        )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise CnnlabError(f"{label}: image has no pixels (shape {arr.shape})")
-    if arr.dtype == bool:
-        x = arr.astype(np.float32) * 255.0
-    else:
-        x = arr.astype(np.float32)
-        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        peak = float(x.max()) if x.size else 0.0
-        if arr.dtype.kind == "f" and peak <= 1.0:
-            x *= 255.0
-        elif peak > 255.0:
-            x *= 255.0 / (65535.0 if peak <= 65535.0 else peak)
+    multiplier = 255.0 if arr.dtype == bool else level_multiplier(arr, label)
+    factor = reduce_factor((arr.shape[1], arr.shape[0]), WORK_SIDE)
+    x = _block_mean(arr, factor) if factor > 1 else arr.astype(np.float32)
+    if multiplier != 1.0:
+        x *= multiplier
     if x.ndim == 2:
         return x
     grey = x[:, :, 0] * 0.299 + x[:, :, 1] * 0.587 + x[:, :, 2] * 0.114
-    if x.shape[2] == 4:
-        alpha = np.clip(x[:, :, 3] / 255.0, 0.0, 1.0)
-        if float(alpha.min()) < 0.99:
-            opaque = alpha > 0.5
-            ink = float(grey[opaque].mean()) if opaque.any() else 0.0
-            background = 0.0 if ink > 127.5 else 255.0
-            grey = grey * alpha + background * (1.0 - alpha)
-    return grey
+    alpha = np.clip(x[:, :, 3] / 255.0, 0.0, 1.0) if x.shape[2] == 4 else None
+    return _composite(grey, alpha)
 
 
 def _to_array(image: ImageInput, label: str) -> np.ndarray:
-    """Any accepted input as a float32 grey array in 0..255."""
+    """Any accepted input as a float32 grey array in 0..255, at most about 2 x WORK_SIDE."""
     if isinstance(image, np.ndarray):
-        return _grey(image, label)
-    img = image if isinstance(image, Image.Image) else _open(image, label)
-    img = ImageOps.exif_transpose(img) or img
-    if img.mode in _HIGH_DEPTH_MODES:
-        return _grey(np.asarray(img, dtype=np.float32), label)
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        return _grey(np.asarray(img.convert("RGBA")), label)
-    return _grey(np.asarray(img.convert("L")), label)
+        return _array_grey(image, label)
+    owned = not isinstance(image, Image.Image)
+    img = open_image(image, label) if owned else image
+    img = shrink_on_load(img, WORK_SIDE, label, grey=True, may_draft=owned)
+    with decoding(label):
+        if img.mode == "F":
+            return scale_levels(np.asarray(img, dtype=np.float32), label)
+        band, alpha = split_alpha(img)
+        return _composite(np.asarray(band, dtype=np.float32), alpha)
 
 
 def _ink(grey: np.ndarray) -> np.ndarray | None:
