@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +138,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {
+            "machine": describe(__file__),
             "command": " ".join(sys.argv),
             "reference": args.reference,
             "repeats": args.repeats,
