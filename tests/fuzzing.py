@@ -33,3 +33,30 @@ def fuzz_settings(bounded: int, on_demand: int) -> settings:
         derandomize=not full(),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+def reset_peak_memory() -> bool:
+    """Start measuring this process's peak memory afresh (Linux: VmHWM via clear_refs).
+
+    A fuzz test runs inside the whole suite's process, whose lifetime peak belongs to
+    other tests; resetting the high-water mark makes the peak the fuzz cases' own.
+    Returns False where the kernel offers no reset (the peak is then not checked).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_memory_mib() -> float | None:
+    """This process's peak resident memory since the last reset, in MiB (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
