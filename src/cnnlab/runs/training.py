@@ -263,6 +263,7 @@ def _resume(
     # run was stopped between its last checkpoint and its test
     tested = (run.metrics.get("epochs"), run.metrics.get("steps")) == (trainer.epoch, trainer.step)
     if trained and tested:
+        remove_stale_temps(path, RUN_FILES)  # the folder checked out: its leftovers can go
         length = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epochs"
         raise CnnlabError(
             f"{path} has finished its {length}; give --epochs N to train N more epochs"
