@@ -203,7 +203,7 @@ def test_each_file_damaged_each_way(finished, tmp_path: Path, capsys, name: str)
 
 def test_seeded_byte_damage(finished, tmp_path: Path, capsys) -> None:
     rng = random.Random(1129)
-    n = cases(6, 600)
+    n = cases(6, 300)
     ran = 0
     for i in range(n):
         name = rng.choice(FILES)
