@@ -103,6 +103,9 @@ def test_missing_and_damaged_run_folders(tmp_path: Path, digits_run: Path) -> No
     with pytest.raises(CnnlabError, match="weights.safetensors"):
         load_run(broken)
     (broken / "config.json").write_text("{")
+    with pytest.raises(CnnlabError, match="config.json: contents do not match the checksum"):
+        load_run(broken)
+    (broken / "checksums.json").unlink()  # a folder from before checksums: parsed, refused
     with pytest.raises(CnnlabError, match="not valid JSON"):
         load_run(broken)
 

@@ -8,25 +8,32 @@ A run folder holds everything needed to use or continue a trained model::
     history.json         per-epoch loss, accuracy, validation figures, seconds
     metrics.json         test_accuracy (a fraction), test_loss, ...
 
-Every file is written to a temporary name and renamed into place
-(:mod:`cnnlab.atomic`); :class:`RunFolderWriter` does so after every epoch, so an
-interrupted run can be resumed from its last finished epoch.
+    checksums.json       the SHA-256 of each of these files (:mod:`cnnlab.runs.manifest`)
+
+Every file is written to a temporary name and renamed into place, and recorded in
+``checksums.json`` (:func:`cnnlab.runs.manifest.commit`); :class:`RunFolderWriter` does
+so after every epoch, so an interrupted run can be resumed from its last finished epoch.
+Every file is checked against its checksum when it is read.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import platform
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 
-from cnnlab import atomic
 from cnnlab.errors import CnnlabError
+from cnnlab.runs.manifest import RunFiles, commit
 from cnnlab.train import Callback
 
 if TYPE_CHECKING:
@@ -39,6 +46,7 @@ CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS = (
     "history.json",
     "metrics.json",
 )
+RUN_FILES = (CONFIG, WEIGHTS, CHECKPOINT, HISTORY, METRICS)
 
 
 def versions() -> dict[str, str]:
@@ -59,26 +67,19 @@ def default_run_dir(model: str, root: str | Path = "runs") -> Path:
     return path
 
 
-def read_json(path: Path) -> Any:
-    """A run folder's JSON file; a missing or damaged one is a :class:`CnnlabError`."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CnnlabError(f"{path}: missing; is {path.parent} a cnnlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CnnlabError(f"{path}: not valid JSON ({exc})") from None
-
-
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Write the model's weights as safetensors, atomically."""
+def weights_writer(model: nn.Module) -> Callable[[Path], None]:
+    """A writer (for :func:`~cnnlab.runs.manifest.commit`) of the model's weights as
+    safetensors; the tensors are copied now, when the writer is made."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp)))
+    return lambda tmp: save_file(tensors, str(tmp))
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``; a mismatch is a :class:`CnnlabError`."""
+def load_weights(model: nn.Module, files: RunFiles) -> None:
+    """Load the run's safetensors weights into ``model``; a mismatch is a :class:`CnnlabError`."""
+    path = files.folder / WEIGHTS
+    data = files.read_bytes(WEIGHTS)
     try:
-        state = load_file(str(path))
+        state = load_safetensors(data)
     except Exception as exc:  # safetensors raises several types for damaged files
         raise CnnlabError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
@@ -88,15 +89,25 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise CnnlabError(f"{path}: weights do not fit the model ({first})") from None
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """The training state in ``folder/checkpoint.pt``, loaded without unpickling code."""
-    path = folder / CHECKPOINT
-    if not path.exists():
+def load_checkpoint(files: RunFiles) -> dict[str, Any]:
+    """The training state in ``checkpoint.pt``, checked against the manifest and loaded
+    without unpickling code (only tensors, numbers, strings and containers)."""
+    path = files.folder / CHECKPOINT
+    if not files.exists(CHECKPOINT):
         raise CnnlabError(f"{path}: missing; this run cannot be resumed")
+    data = files.read_bytes(CHECKPOINT)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message is long and advises unsafe loading: say what matters
+        raise CnnlabError(
+            f"{path}: holds objects other than tensors and plain values; refused unread"
+        ) from None
     except Exception as exc:
-        raise CnnlabError(f"{path}: not a readable checkpoint ({exc})") from None
+        raise CnnlabError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise CnnlabError(f"{path}: holds {type(state).__name__}, not a training state")
+    return state
 
 
 class RunFolderWriter(Callback):
@@ -108,8 +119,9 @@ class RunFolderWriter(Callback):
     latest training state, so a resumed run continues from the last epoch.
     """
 
-    def __init__(self, path: Path, select: str = "last") -> None:
+    def __init__(self, path: Path, digests: dict[str, str], select: str = "last") -> None:
         self.path = path
+        self.digests = digests  # the manifest's record of the folder, kept up to date
         self.select = select
         self.best: tuple[float, float] | None = None
 
@@ -123,11 +135,16 @@ class RunFolderWriter(Callback):
         self.best = max(scores) if scores else None
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+        # One commit per epoch, renamed in this order: weights are never older than
+        # the checkpoint, so a crash part-way is undone by training the epoch again.
+        writers: dict[str, Callable[[Path], Any]] = {}
         score = self._score(logs)
         if self.select == "last" or score is None or self.best is None or score > self.best:
-            save_weights(trainer.eval_model, self.path / WEIGHTS)
+            writers[WEIGHTS] = weights_writer(trainer.eval_model)
             if score is not None and (self.best is None or score > self.best):
                 self.best = score
         state = trainer.state_dict()
-        atomic.write_with(self.path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
-        atomic.write_json(self.path / HISTORY, trainer.history.epochs)
+        writers[CHECKPOINT] = lambda tmp: torch.save(state, tmp)
+        history = json.dumps(trainer.history.epochs, indent=2) + "\n"
+        writers[HISTORY] = lambda tmp: tmp.write_text(history)
+        commit(self.path, writers, self.digests)

@@ -19,7 +19,9 @@ from cnnlab.data.loader import Preprocess
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelSpec, get_model_spec
 from cnnlab.predict import Predictor
-from cnnlab.runs.folder import CONFIG, HISTORY, METRICS, WEIGHTS, load_weights, read_json
+from cnnlab.runs.folder import CONFIG, HISTORY, METRICS, WEIGHTS, load_weights
+from cnnlab.runs.manifest import RunFiles
+from cnnlab.train.trainer import check_history
 
 
 def model_arguments(
@@ -52,6 +54,8 @@ class Run:
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist"
+    #: The folder's files as read, with their checksums (what resuming writes on from).
+    files: RunFiles | None = field(default=None, repr=False)
 
     def predict(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Class probabilities (on the CPU) for uint8 images (H×W, N×H×W or N×C×H×W).
@@ -71,23 +75,79 @@ def load_run(path: str | Path, device: str = "cpu", *, speed_up: bool = True) ->
     path = Path(path)
     if not path.is_dir():
         raise CnnlabError(f"run folder {str(path)!r} does not exist")
-    meta = read_json(path / CONFIG)
-    try:
-        config = TrainConfig.from_dict(meta["train"])
-        preprocess = Preprocess.from_dict(meta["preprocess"])
-        classes = tuple(str(c) for c in meta["classes"])
-        dataset = str(meta.get("dataset", config.dataset))
-    except (KeyError, TypeError, ValueError, CnnlabError) as exc:
-        raise CnnlabError(f"{path / CONFIG}: missing or bad entry ({exc})") from None
-    spec = get_model_spec(str(config.model))
-    model = build_model(spec, len(classes), config.model_args)
-    weights = path / WEIGHTS
-    if not weights.exists():
-        raise CnnlabError(f"{weights}: missing; the run has not finished an epoch yet")
-    load_weights(model, weights)
+    return open_run(RunFiles(path), device, speed_up=speed_up)
+
+
+def open_run(files: RunFiles, device: str = "cpu", *, speed_up: bool = True) -> Run:
+    """:func:`load_run` of a folder whose manifest has been read; every file is checked
+    against it as it is read, and nothing is written."""
+    path = files.folder
+    config, spec, classes, preprocess, dataset = read_config(files)
+    model = build_checked_model(files, spec, classes, config)
+    if not files.exists(WEIGHTS) and not files.recorded(WEIGHTS):
+        where = path / WEIGHTS
+        raise CnnlabError(f"{where}: missing; the run has not finished an epoch yet")
+    load_weights(model, files)
     model.to(device).eval()
     flip = bool(Augment.from_dict(config.augment).flip)
     predictor = Predictor(model, preprocess, flip=flip, speed_up=speed_up)
-    history = read_json(path / HISTORY) if (path / HISTORY).exists() else []
-    metrics = read_json(path / METRICS) if (path / METRICS).exists() else {}
-    return Run(path, config, spec, model, preprocess, classes, predictor, history, metrics, dataset)
+    history, metrics = read_history(files), read_metrics(files)
+    return Run(
+        path, config, spec, model, preprocess, classes, predictor, history, metrics, dataset, files
+    )
+
+
+def read_config(
+    files: RunFiles,
+) -> tuple[TrainConfig, ModelSpec, tuple[str, ...], Preprocess, str]:
+    """``config.json``, every part checked: the options as ``TrainConfig`` checks them, the
+    model's name, the classes, the preprocessing; a bad one names the file and entry."""
+    where = files.folder / CONFIG
+    meta = files.read_json(CONFIG)
+    try:
+        if not isinstance(meta, dict) or not isinstance(meta.get("train"), dict):
+            raise CnnlabError("'train' must be an object of training options")
+        config = TrainConfig.from_dict(meta["train"])
+        config.check_combination()
+        preprocess = Preprocess.from_dict(meta["preprocess"])
+        if not isinstance(meta["classes"], list) or len(meta["classes"]) < 2:
+            raise CnnlabError("'classes' must be a list of at least two class names")
+        classes = tuple(str(c) for c in meta["classes"])
+        dataset = str(meta.get("dataset", config.dataset))
+        spec = get_model_spec(str(config.model))
+    except (KeyError, TypeError, ValueError, AttributeError, CnnlabError) as exc:
+        raise CnnlabError(f"{where}: missing or bad entry ({exc})") from None
+    return config, spec, classes, preprocess, dataset
+
+
+def build_checked_model(
+    files: RunFiles, spec: ModelSpec, classes: tuple[str, ...], config: TrainConfig
+) -> nn.Module:
+    """The run's model, built from its config; arguments it does not take name the file."""
+    try:
+        return build_model(spec, len(classes), config.model_args)
+    except (TypeError, ValueError) as exc:
+        where = files.folder / CONFIG
+        raise CnnlabError(f"{where}: model arguments do not fit {spec.name} ({exc})") from None
+
+
+def read_history(files: RunFiles) -> list[dict[str, float]]:
+    """``history.json`` (empty before the first epoch), checked to be per-epoch figures."""
+    if not files.exists(HISTORY) and not files.recorded(HISTORY):
+        return []
+    history = files.read_json(HISTORY)
+    try:
+        check_history(history, "history")
+    except CnnlabError as exc:
+        raise CnnlabError(f"{files.folder / HISTORY}: {exc}") from None
+    return history
+
+
+def read_metrics(files: RunFiles) -> dict[str, Any]:
+    """``metrics.json`` (empty until the run has been tested), checked to be an object."""
+    if not files.exists(METRICS) and not files.recorded(METRICS):
+        return {}
+    metrics = files.read_json(METRICS)
+    if not isinstance(metrics, dict):
+        raise CnnlabError(f"{files.folder / METRICS}: must be an object of test figures")
+    return metrics

@@ -18,23 +18,26 @@ from typing import Any
 
 import torch
 
-from cnnlab import atomic
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import Preprocess
 from cnnlab.errors import CnnlabError
+from cnnlab.models import ModelSpec
 from cnnlab.recipes import resolve_config
 from cnnlab.runs.folder import (
+    CHECKPOINT,
     CONFIG,
+    HISTORY,
     METRICS,
-    WEIGHTS,
+    RUN_FILES,
     RunFolderWriter,
     default_run_dir,
     load_checkpoint,
     load_weights,
-    read_json,
     versions,
 )
-from cnnlab.runs.loaded import build_model, load_run, model_arguments
+from cnnlab.runs.loaded import build_model, model_arguments, open_run, read_config
+from cnnlab.runs.manifest import RunFiles, remove_stale_temps
+from cnnlab.runs.manifest import write_json as commit_json
 from cnnlab.speed import status as speed_status
 from cnnlab.train import Callback, EarlyStopping, History, Trainer
 
@@ -96,6 +99,22 @@ def train_run(
     path = Path(out) if out is not None else default_run_dir(cfg.model)
     if (path / CONFIG).exists():
         raise CnnlabError(f"{path} already holds a run; choose another --out or --resume it")
+    return _start(spec, cfg, train, test, dataset, path, callbacks, progress, digests=None)
+
+
+def _start(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    train: Any,
+    test: Any,
+    dataset: str,
+    path: Path,
+    callbacks: Sequence[Callback],
+    progress: bool,
+    digests: dict[str, str] | None,
+) -> RunResult:
+    """Train a run from its first step; ``digests``: the checksums of a folder whose
+    config.json is already written (a run restarted in place), None for a new folder."""
     torch.manual_seed(cfg.seed)
     model = build_model(spec, len(train.classes), cfg.model_args)
     preprocess = Preprocess(spec.input_size, spec.fit, cfg.mean, cfg.std)
@@ -111,25 +130,30 @@ def train_run(
             file=sys.stderr,
         )
     path.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(
-        path / CONFIG,
-        {
-            "train": cfg.to_dict(),
-            "model": {
-                "id": spec.name,
-                "args": model_arguments(spec, len(train.classes), cfg.model_args),
-                "input_size": list(spec.input_size),
-                "parameters": sum(p.numel() for p in model.parameters()),
+    remove_stale_temps(path, RUN_FILES)
+    if digests is None:
+        digests = {}
+        commit_json(
+            path,
+            CONFIG,
+            {
+                "train": cfg.to_dict(),
+                "model": {
+                    "id": spec.name,
+                    "args": model_arguments(spec, len(train.classes), cfg.model_args),
+                    "input_size": list(spec.input_size),
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                },
+                "dataset": dataset,
+                "classes": list(train.classes),
+                "preprocess": preprocess.to_dict(),
+                "versions": versions(),
+                "device": str(trainer.device),
+                "created": datetime.now().isoformat(timespec="seconds"),
             },
-            "dataset": dataset,
-            "classes": list(train.classes),
-            "preprocess": preprocess.to_dict(),
-            "versions": versions(),
-            "device": str(trainer.device),
-            "created": datetime.now().isoformat(timespec="seconds"),
-        },
-    )
-    return _fit_and_test(trainer, cfg, train, test, path, cfg.epochs, callbacks)
+            digests,
+        )
+    return _fit_and_test(trainer, cfg, train, test, path, cfg.epochs, callbacks, digests)
 
 
 def _fit_and_test(
@@ -140,6 +164,7 @@ def _fit_and_test(
     path: Path,
     epochs: int | None,
     callbacks: Sequence[Callback],
+    digests: dict[str, str],
     earlier_seconds: float = 0.0,
 ) -> RunResult:
     """Train, write the run folder, test; ``earlier_seconds``: training time before a resume."""
@@ -153,14 +178,27 @@ def _fit_and_test(
         fit_args["epochs"] = epochs
     else:
         fit_args["steps"] = cfg.steps
-    writer = RunFolderWriter(path, str(cfg.select))
+    writer = RunFolderWriter(path, digests, str(cfg.select))
     extra: list[Callback] = []
     if cfg.early_stopping:
         extra.append(EarlyStopping("val_accuracy", patience=cfg.early_stopping, restore_best=False))
     history = trainer.fit(train, callbacks=[*extra, writer, *callbacks], **fit_args)
     train_seconds = time.perf_counter() - start + earlier_seconds
+    return _test(trainer, cfg, test, path, digests, train_seconds, history)
+
+
+def _test(
+    trainer: Trainer,
+    cfg: TrainConfig,
+    test: Any,
+    path: Path,
+    digests: dict[str, str],
+    train_seconds: float,
+    history: History,
+) -> RunResult:
+    """Test the trained model and write ``metrics.json``: the end of every run."""
     if cfg.select == "best":
-        load_weights(trainer.eval_model, path / WEIGHTS)
+        load_weights(trainer.eval_model, RunFiles(path))
     test_metrics = trainer.evaluate(test, tta=bool(cfg.tta))
     metrics: dict[str, Any] = {
         "test_accuracy": test_metrics["accuracy"],
@@ -180,7 +218,7 @@ def _fit_and_test(
         plain = trainer.evaluate(test, tta=False)
         metrics["test_accuracy_no_tta"] = plain["accuracy"]
         metrics["test_loss_no_tta"] = plain["loss"]
-    atomic.write_json(path / METRICS, metrics)
+    commit_json(path, METRICS, metrics, digests)
     return RunResult(path, trainer, metrics, history, cfg.dataset, cfg)
 
 
@@ -191,31 +229,59 @@ def _resume(
     callbacks: Sequence[Callback],
     progress: bool,
 ) -> RunResult:
-    run = load_run(path, speed_up=False)  # the trainer builds its own view
-    state = load_checkpoint(path)
-    cfg = run.config
-    trainer = Trainer.from_config(run.model, cfg, preprocess=run.preprocess, progress=progress)
-    trainer.load_state_dict(state)
-    if more_epochs is None:
-        if cfg.steps:
-            if trainer.step >= cfg.steps:
-                raise CnnlabError(
-                    f"{path} has finished its {cfg.steps} steps; "
-                    "give --epochs N to train N more epochs"
-                )
-        else:
-            more_epochs = (cfg.epochs or 0) - trainer.epoch
-            if more_epochs <= 0:
-                raise CnnlabError(
-                    f"{path} has finished its {cfg.epochs} epochs; "
-                    "give --epochs N to train N more epochs"
-                )
+    """Continue the run in ``path`` from its checkpoint, whatever moment it stopped at.
+
+    Everything is read and checked before anything is written. A run stopped before its
+    first checkpoint starts again from scratch (the same seed gives the same run); one
+    stopped after its last epoch but before its test is tested now.
+    """
     from cnnlab.data import load_dataset
 
+    if not path.is_dir():
+        raise CnnlabError(f"run folder {str(path)!r} does not exist")
+    files = RunFiles(path)
+    if not files.exists(CHECKPOINT) and not files.recorded(CHECKPOINT):
+        return _restart(files, data_dir, more_epochs, callbacks, progress)
+    run = open_run(files, speed_up=False)  # the trainer builds its own view
+    state = load_checkpoint(files)
+    cfg = run.config
+    trainer = Trainer.from_config(run.model, cfg, preprocess=run.preprocess, progress=progress)
+    try:
+        trainer.load_state_dict(state)
+    except CnnlabError as exc:
+        raise CnnlabError(f"{path / CHECKPOINT}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CnnlabError(f"{path / CHECKPOINT}: does not fit this run ({exc})") from None
+    trained = False
+    if more_epochs is None:
+        if cfg.steps:
+            trained = trainer.step >= cfg.steps
+        else:
+            more_epochs = (cfg.epochs or 0) - trainer.epoch
+            trained = more_epochs <= 0
+    # metrics.json is written last: if it is missing or from an earlier session, the
+    # run was stopped between its last checkpoint and its test
+    tested = (run.metrics.get("epochs"), run.metrics.get("steps")) == (trainer.epoch, trainer.step)
+    if trained and tested:
+        remove_stale_temps(path, RUN_FILES)  # the folder checked out: its leftovers can go
+        length = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epochs"
+        raise CnnlabError(
+            f"{path} has finished its {length}; give --epochs N to train N more epochs"
+        )
     train = load_dataset(run.dataset, "train", data_dir)
     test = load_dataset(run.dataset, "test", data_dir)
+    # metrics.json of the earlier session, or (if it was interrupted) its epochs' own times
+    earlier = run.metrics.get("train_seconds")
+    if not isinstance(earlier, int | float):
+        earlier = sum(float(row.get("seconds", 0.0)) for row in run.history)
+    # nothing has been written up to here
+    remove_stale_temps(path, RUN_FILES)
+    digests = dict(files.digests)
+    if trained:
+        commit_json(path, HISTORY, trainer.history.epochs, digests)
+        return _test(trainer, cfg, test, path, digests, float(earlier), trainer.history)
     if more_epochs is not None:
-        meta = read_json(path / CONFIG)
+        meta = files.read_json(CONFIG)
         meta["train"]["epochs"] = trainer.epoch + more_epochs
         meta.setdefault("resumed", []).append(
             {
@@ -224,9 +290,30 @@ def _resume(
                 "when": datetime.now().isoformat(timespec="seconds"),
             }
         )
-        atomic.write_json(path / CONFIG, meta)
-    # metrics.json of the earlier session, or (if it was interrupted) its epochs' own times
-    earlier = run.metrics.get("train_seconds")
-    if earlier is None:
-        earlier = sum(row.get("seconds", 0.0) for row in run.history)
-    return _fit_and_test(trainer, cfg, train, test, path, more_epochs, callbacks, float(earlier))
+        commit_json(path, CONFIG, meta, digests)
+    return _fit_and_test(
+        trainer, cfg, train, test, path, more_epochs, callbacks, digests, float(earlier)
+    )
+
+
+def _restart(
+    files: RunFiles,
+    data_dir: str | Path | None,
+    more_epochs: int | None,
+    callbacks: Sequence[Callback],
+    progress: bool,
+) -> RunResult:
+    """Train a run that never wrote a checkpoint again from its first step, in place:
+    with the same configuration and seed, the result is that of an uninterrupted run."""
+    from cnnlab.data import load_dataset
+
+    cfg, spec, _, _, dataset = read_config(files)
+    train = load_dataset(dataset, "train", data_dir)
+    test = load_dataset(dataset, "test", data_dir)
+    digests = dict(files.digests)
+    if more_epochs is not None:
+        meta = files.read_json(CONFIG)
+        meta["train"].update(epochs=more_epochs, steps=None)
+        cfg = replace(cfg, epochs=more_epochs, steps=None)
+        commit_json(files.folder, CONFIG, meta, digests)
+    return _start(spec, cfg, train, test, dataset, files.folder, callbacks, progress, digests)

@@ -432,8 +432,46 @@ class Trainer:
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
+    def check_state_dict(self, state: Any) -> None:
+        """Raise a :class:`CnnlabError` unless ``state`` is what :meth:`state_dict` of a
+        trainer like this one saves: every key, counters as integers, tensors of the
+        model's shapes, optimizer state of its parameters' shapes, a CPU RNG state.
+
+        Resuming checks first and loads after: a bad value found half-way would leave a
+        half-restored trainer, and a bad RNG state aborts the interpreter outright."""
+        if not isinstance(state, dict):
+            raise CnnlabError(f"holds {type(state).__name__}, not a training state")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise CnnlabError(f"has no {', '.join(missing)}")
+        for key in ("epoch", "step"):
+            value = state[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise CnnlabError(f"{key} must be a non-negative integer, not {value!r:.40}")
+        _check_tensors("model", state.get("model", {}), self.model.state_dict())
+        if self.ema_model is not None and "ema" in state:
+            _check_tensors("ema", state["ema"], self.ema_model.state_dict())
+        _check_optimizer(state["optimizer"], self.optimizer)
+        lrs = state["base_lrs"]
+        if (
+            not isinstance(lrs, list | tuple)
+            or len(lrs) != len(self.base_lrs)
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in lrs)
+        ):
+            raise CnnlabError(f"base_lrs must be {len(self.base_lrs)} numbers")
+        rng = state["torch_rng"]
+        expected = torch.get_rng_state()
+        if (
+            not isinstance(rng, torch.Tensor)
+            or rng.dtype != torch.uint8
+            or rng.shape != (expected.shape)
+        ):
+            raise CnnlabError("torch_rng is not a CPU random generator state")
+        check_history(state["history"], "history")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved (checked by :meth:`check_state_dict`)."""
+        self.check_state_dict(state)
         if "model" in state:
             self.model.load_state_dict(state["model"])
         if self.ema_model is not None and "ema" in state:
@@ -446,6 +484,63 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.history = History([dict(r) for r in state["history"]])
+
+
+_STATE_KEYS = ("optimizer", "base_lrs", "epoch", "step", "torch_rng", "history")
+
+
+def _check_tensors(name: str, got: Any, expected: dict[str, torch.Tensor]) -> None:
+    if not isinstance(got, dict) or set(got) != set(expected):
+        raise CnnlabError(f"{name} does not hold this model's tensors")
+    for key, want in expected.items():
+        value = got[key]
+        if not isinstance(value, torch.Tensor) or value.shape != want.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CnnlabError(f"{name}.{key} is {shape}, the model needs {tuple(want.shape)}")
+
+
+def _check_optimizer(got: Any, optimizer: torch.optim.Optimizer) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not isinstance(got, dict) or not isinstance(got.get("state"), dict):
+        raise CnnlabError("optimizer is not an optimizer state")
+    groups = got.get("param_groups")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise CnnlabError("optimizer.param_groups is not a list of groups")
+    ids = [i for g in groups for i in g.get("params", ())]
+    if ids != list(range(len(params))):
+        raise CnnlabError(f"optimizer is for other parameters than this model's {len(params)}")
+    for index, slots in got["state"].items():
+        if (
+            not isinstance(index, int)
+            or not 0 <= index < len(params)
+            or not isinstance(slots, dict)
+        ):
+            raise CnnlabError(f"optimizer.state has an entry {index!r:.20} for no parameter")
+        for slot, value in slots.items():
+            if not isinstance(value, torch.Tensor | int | float) or isinstance(value, bool):
+                raise CnnlabError(f"optimizer.state[{index}].{slot} is not a number or tensor")
+            if (
+                isinstance(value, torch.Tensor)
+                and value.dim()
+                and value.shape != (params[index].shape)
+            ):
+                raise CnnlabError(
+                    f"optimizer.state[{index}].{slot} is {tuple(value.shape)}, "
+                    f"its parameter {tuple(params[index].shape)}"
+                )
+
+
+def check_history(rows: Any, name: str) -> None:
+    """Raise a :class:`CnnlabError` unless ``rows`` is a history: a list of per-epoch
+    dicts of metric name → number."""
+    if not isinstance(rows, list):
+        raise CnnlabError(f"{name} must be a list of per-epoch figures, not {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in row.items()
+        ):
+            raise CnnlabError(f"{name}[{i}] is not a dict of metric name → number")
 
 
 def trainer_options(config: TrainConfig) -> dict[str, Any]:
