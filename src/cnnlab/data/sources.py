@@ -56,13 +56,15 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """One downloadable dataset: mirrors (tried in order), MD5 per file, class names."""
+    """One downloadable dataset: mirrors (tried in order), MD5 per file, class names,
+    and the (height, width) of its images."""
 
     name: str
     mirrors: tuple[str, ...]
     md5: dict[str, str]
     classes: tuple[str, ...]
     home: str = ""
+    image_size: tuple[int, int] = (28, 28)
 
     def file(self, split: str, kind: str) -> str:
         """The file name for ``split`` ("train"/"test") and ``kind`` ("images"/"labels")."""
