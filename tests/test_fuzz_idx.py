@@ -143,7 +143,7 @@ def test_seeded_mutations(scratch: Path) -> None:
     folder.mkdir(exist_ok=True)
     valid = [(p, p.read_bytes()) for p in _valid_files(rng, folder)]
     total = cases(*MUTATED_CASES)
-    for n in range(total):
+    for _ in range(total):
         source, data = rng.choice(valid)
         target = folder / f"m{source.name}"
         if source.name.endswith(".gz") and rng.random() < 0.5:
