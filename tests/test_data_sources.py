@@ -350,3 +350,17 @@ def test_unknown_file_is_never_downloaded_unchecked(
     with pytest.raises(CnnlabError, match="checksum"):
         locate("mnist", FILES["test_labels"])
     assert not server.requests
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "inf", "nan"])
+def test_bad_deadline_setting_is_one_line(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CNNLAB_DOWNLOAD_DEADLINE", value)
+    with pytest.raises(CnnlabError, match="CNNLAB_DOWNLOAD_DEADLINE"):
+        sources.download_deadline()
+
+
+def test_deadline_default_and_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CNNLAB_DOWNLOAD_DEADLINE", raising=False)
+    assert sources.download_deadline() == sources.DOWNLOAD_DEADLINE == 600
+    monkeypatch.setenv("CNNLAB_DOWNLOAD_DEADLINE", "42.5")
+    assert sources.download_deadline() == 42.5
