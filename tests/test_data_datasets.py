@@ -114,3 +114,56 @@ def test_real_mnist() -> None:
     assert int((train.labels == 0).sum()) == 5923 and int((test.labels == 0).sum()) == 980
     assert torch.bincount(test.labels).tolist()[:3] == [980, 1135, 1032]
     assert seconds < 2.0, f"loading MNIST took {seconds:.2f} s"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_empty_split_refused(tmp_path: Path, split: str) -> None:
+    _write_pair(tmp_path, np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), split)
+    with pytest.raises(CnnlabError, match=rf"{FILES[f'{split}_images']}.*no images") as info:
+        load_dataset("mnist", split, data_dir=tmp_path, download=False)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 32, 32), (3, 28, 28, 1), (3, 3, 28, 28), (3, 28, 27), (3, 28), (3, 1, 1, 784)]
+)
+def test_wrong_image_shape_refused(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    _write_pair(tmp_path, np.zeros(shape, np.uint8), np.zeros(3, np.uint8))
+    with pytest.raises(CnnlabError, match=rf"{FILES['train_images']}.*28") as info:
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    assert "\n" not in str(info.value)
+
+
+def test_four_dimensional_single_channel_accepted(tmp_path: Path) -> None:
+    _write_pair(tmp_path, np.zeros((3, 1, 28, 28), np.uint8), np.zeros(3, np.uint8))
+    assert load_dataset("mnist", data_dir=tmp_path, download=False).images.shape == (3, 1, 28, 28)
+
+
+def test_negative_labels_refused(tmp_path: Path) -> None:
+    _write_pair(tmp_path, np.zeros((2, 28, 28), np.uint8), np.array([3, -1], np.int8))
+    with pytest.raises(CnnlabError, match=r"labels range -1\.\.3"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+@pytest.mark.parametrize(("n_train", "n_test"), [(0, 4), (6, 0)])
+def test_cli_train_refuses_an_empty_split_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], n_train: int, n_test: int
+) -> None:
+    from cnnlab.cli import main
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        _write_pair(
+            tmp_path / "data",
+            rng.integers(0, 256, (n, 28, 28), np.uint8),
+            np.arange(n, dtype=np.uint8) % 10,
+            split,
+        )
+    run = tmp_path / "run"
+    argv = ["train", "--model", "seed004-lenet-max", "--dataset", "mnist", "--epochs", "1"]
+    code = main([*argv, "--data-dir", str(tmp_path / "data"), "--out", str(run), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no images" in lines[0] and "Traceback" not in err
+    assert not run.exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +125,80 @@ def test_gzip_of_garbage_and_missing_file(tmp_path: Path) -> None:
         read_idx(tmp_path / "nope.gz")
     with pytest.raises(CnnlabError, match="folder"):
         read_idx(tmp_path)
+
+
+# Headers that declare far more data than the file holds must be refused from the
+# header and the file's size alone, before anything of the declared size is allocated.
+_LIES = {
+    "28gib": bytes.fromhex("000009020002ad300002ad30"),
+    "50m-images": struct.pack(">IIII", 0x803, 50_000_000, 28, 28),
+    "50m-labels": struct.pack(">II", 0x801, 50_000_000),
+    "zero-then-huge": struct.pack(">IIII", 0x803, 0, 0xFFFFFFFF, 0xFFFFFFFF),
+    "zero-inner": struct.pack(">IIII", 0x803, 5, 0, 28),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_LIES))
+@pytest.mark.parametrize("compressed", [False, True])
+def test_lying_header_is_one_line_error(tmp_path: Path, case: str, compressed: bool) -> None:
+    data = _LIES[case]
+    path = tmp_path / (f"{case}.idx.gz" if compressed else f"{case}.idx")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    with pytest.raises(CnnlabError) as info:
+        read_idx(path)
+    msg = str(info.value)
+    assert path.name in msg and "\n" not in msg
+
+
+def test_declared_size_checked_before_allocating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No array larger than the file could fill is ever requested."""
+    asked: list[int] = []
+    real_empty = np.empty
+
+    def spy(shape, *args, **kwargs):  # noqa: ANN001, ANN202
+        asked.append(int(np.prod(shape)))
+        return real_empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", spy)
+    for case, data in _LIES.items():
+        for packed in (data, gzip.compress(data)):
+            path = tmp_path / f"{case}.idx"
+            path.write_bytes(packed)
+            with pytest.raises(CnnlabError):
+                read_idx(path)
+    assert max(asked, default=0) <= 1 << 20
+
+
+def test_gzip_bomb_refused_by_size_limit(tmp_path: Path) -> None:
+    # 64 MiB of zeros packs into ~64 KB: the header is honest, the limit refuses it
+    header = struct.pack(">IIII", 0x803, 64 * 1024, 32, 32)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    packed = comp.compress(header)
+    zeros = bytes(1 << 20)
+    for _ in range(64):
+        packed += comp.compress(zeros)
+    packed += comp.flush()
+    path = tmp_path / "bomb.idx.gz"
+    path.write_bytes(packed)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(CnnlabError, match=r"bomb\.idx\.gz.*limit"):
+        read_idx(path, max_bytes=16 << 20)
+    assert read_idx(path).shape == (64 * 1024, 32, 32)
+
+
+def test_gzip_trailing_data_is_not_decompressed_to_the_end(tmp_path: Path) -> None:
+    """A small header followed by a huge compressed tail stops at the first extra byte."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    head = comp.compress(_good_bytes()) + comp.flush(zlib.Z_FULL_FLUSH)
+    # a full flush makes each block independent, so one compressed MiB can be repeated:
+    # 2 GiB of trailing zeros in about 2 MB (the trailer's CRC is never reached)
+    mib = comp.compress(bytes(1 << 20)) + comp.flush(zlib.Z_FULL_FLUSH)
+    packed = head + mib * 2048 + comp.flush()
+    path = tmp_path / "tail.gz"
+    path.write_bytes(packed)
+    start = time.perf_counter()
+    with pytest.raises(CnnlabError, match=r"tail\.gz.*trailing"):
+        read_idx(path)
+    assert time.perf_counter() - start < 1.0

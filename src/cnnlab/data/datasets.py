@@ -74,35 +74,52 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
-def _from_idx(name: str, split: str, images_path: Path, labels_path: Path) -> ImageData:
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
+def _check_images(path: Path, images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Images as (N, 1, H, W) uint8 of the dataset's size, or a one-line error."""
+    h, w = size
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise CnnlabError(
-            f"{images_path}: expected uint8 images of shape (N, H, W), "
+            f"{path}: expected uint8 images of shape (N, {h}, {w}), "
             f"got {images.dtype} {images.shape}"
         )
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+    item = images.shape[1:]
+    if item not in ((h, w), (1, h, w)):
         raise CnnlabError(
-            f"{labels_path}: expected integer labels of shape (N,), got {labels.shape}"
+            f"{path}: expected images of {h}x{w} pixels, shape (N, {h}, {w}) or "
+            f"(N, 1, {h}, {w}), got shape {images.shape}"
         )
+    if images.shape[0] == 0:
+        raise CnnlabError(f"{path}: holds no images (shape {images.shape})")
+    return images if images.ndim == 4 else images[:, None, :, :]
+
+
+def _check_labels(path: Path, labels: np.ndarray, name: str, classes: tuple[str, ...]) -> None:
+    """Labels must be integers of shape (N,) indexing into ``classes``."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise CnnlabError(f"{path}: expected integer labels of shape (N,), got {labels.shape}")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+        raise CnnlabError(
+            f"{path}: labels range {int(labels.min())}..{int(labels.max())}, "
+            f"expected 0..{len(classes) - 1} for {name}"
+        )
+
+
+def _from_idx(name: str, split: str, images_path: Path, labels_path: Path) -> ImageData:
+    """Read and check one split's pair of files; every inconsistency is a one-line error,
+    so that nothing downstream (training, testing) starts on a dataset it cannot use."""
+    source = DATASET_SOURCES[name]
+    images = _check_images(images_path, read_idx(images_path), source.image_size)
+    labels = read_idx(labels_path)
+    _check_labels(labels_path, labels, name, source.classes)
     if images.shape[0] != labels.shape[0]:
         raise CnnlabError(
             f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
             f"{labels.shape[0]} labels"
         )
-    classes = DATASET_SOURCES[name].classes
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
-        raise CnnlabError(
-            f"{labels_path}: labels range {int(labels.min())}..{int(labels.max())}, "
-            f"expected 0..{len(classes) - 1} for {name}"
-        )
-    if images.ndim == 3:
-        images = images[:, None, :, :]
     return ImageData(
         images=torch.from_numpy(images),
         labels=torch.from_numpy(labels.astype(np.int64)),
-        classes=classes,
+        classes=source.classes,
         name=name,
         split=split,
     )

@@ -20,7 +20,7 @@ import numpy as np
 from cnnlab.atomic import write_bytes
 from cnnlab.errors import CnnlabError
 
-__all__ = ["IDX_DTYPES", "read_idx", "write_idx"]
+__all__ = ["IDX_DTYPES", "MAX_IDX_BYTES", "read_idx", "write_idx"]
 
 #: IDX type code -> big-endian numpy dtype of one value.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -33,7 +33,12 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_DIMS = 4
-_MAX_BYTES = 1 << 36  # 64 GiB: refuse headers that could only be corrupt
+#: Largest IDX payload :func:`read_idx` accepts by default (2 GiB; EMNIST's largest file
+#: holds 547 MB). A larger header is refused before anything is allocated.
+MAX_IDX_BYTES = 1 << 31
+# Deflate cannot expand its input more than about 1032-fold, so a gzip file of C bytes
+# holds at most this many times C bytes; a header declaring more is a lie.
+_DEFLATE_MAX_RATIO = 1032
 
 
 def _read_exact(fh: BinaryIO, out: memoryview) -> int:
@@ -47,16 +52,8 @@ def _read_exact(fh: BinaryIO, out: memoryview) -> int:
     return filled
 
 
-def _count_rest(fh: BinaryIO) -> int:
-    """Bytes left in ``fh`` (read in chunks, so trailing data cannot exhaust memory)."""
-    extra = 0
-    while chunk := fh.read(1 << 20):
-        extra += len(chunk)
-    return extra
-
-
-def _read_stream(fh: BinaryIO, path: Path) -> np.ndarray:
-    """Parse an uncompressed IDX stream, reading the values straight into their array."""
+def _parse_header(fh: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Read and check the magic number and dimensions: (dtype, shape, header bytes)."""
     magic = fh.read(4)
     if len(magic) < 4:
         raise CnnlabError(f"{path}: too short for an IDX header ({len(magic)} bytes)")
@@ -78,37 +75,77 @@ def _read_stream(fh: BinaryIO, path: Path) -> np.ndarray:
     if len(dim_bytes) < 4 * ndim:
         raise CnnlabError(f"{path}: truncated IDX header ({4 + len(dim_bytes)} of {header} bytes)")
     dims = tuple(int(d) for d in np.frombuffer(dim_bytes, dtype=">u4"))
-    count = int(np.prod(dims, dtype=object))
-    expected = header + count * dtype.itemsize
-    if count * dtype.itemsize > _MAX_BYTES:
-        raise CnnlabError(f"{path}: IDX header declares shape {dims}, too large to load")
-    values = np.empty(count, dtype=dtype)
-    got = header + _read_exact(fh, memoryview(values).cast("B"))
-    if got == expected:
-        got += _count_rest(fh)
-    if got != expected:
-        what = "truncated" if got < expected else "has trailing bytes"
+    # Only the first dimension (the number of items) may be zero: an item of zero
+    # values has no meaning, and a zero there would hide a huge product of the rest.
+    if 0 in dims[1:]:
         raise CnnlabError(
-            f"{path}: {what}: {got} bytes of IDX data but the header "
-            f"(shape {dims}, {dtype.name}) needs {expected}"
+            f"{path}: IDX header declares shape {dims}; only the first dimension may be 0"
         )
+    return dtype, dims, header
+
+
+def _check_declared(
+    path: Path, dims: tuple[int, ...], dtype: np.dtype, payload: int, max_bytes: int
+) -> None:
+    """Refuse a declared payload (or one item of it) over the limit, before allocating."""
+    item = int(np.prod(dims[1:], dtype=object)) * dtype.itemsize
+    if payload > max_bytes or item > max_bytes:
+        raise CnnlabError(
+            f"{path}: IDX header declares shape {dims} of {dtype.name} "
+            f"({max(payload, item):,} bytes), over the limit of {max_bytes:,} bytes"
+        )
+
+
+def _read_stream(
+    fh: BinaryIO, path: Path, file_size: int, compressed: bool, max_bytes: int
+) -> np.ndarray:
+    """Parse an uncompressed IDX stream, reading the values straight into their array.
+
+    ``file_size`` is the size on disk: for a plain file it must equal the declared size
+    exactly; for a gzip file it bounds how much the data can expand to. Both checks come
+    before the array is allocated.
+    """
+    dtype, dims, header = _parse_header(fh, path)
+    payload = int(np.prod(dims, dtype=object)) * dtype.itemsize
+    expected = header + payload
+    _check_declared(path, dims, dtype, payload, max_bytes)
+    need = f"the header (shape {dims}, {dtype.name}) needs {expected}"
+    if not compressed and file_size != expected:
+        what = "truncated" if file_size < expected else "has trailing bytes"
+        raise CnnlabError(f"{path}: {what}: {file_size} bytes of IDX data but {need}")
+    if compressed and expected > file_size * _DEFLATE_MAX_RATIO:
+        raise CnnlabError(
+            f"{path}: truncated: a gzip file of {file_size} bytes cannot expand to "
+            f"the {expected} bytes the header (shape {dims}, {dtype.name}) declares"
+        )
+    values = np.empty(payload // dtype.itemsize, dtype=dtype)
+    got = header + _read_exact(fh, memoryview(values).cast("B"))
+    if got < expected:
+        raise CnnlabError(f"{path}: truncated: {got} bytes of IDX data but {need}")
+    # One byte is enough to know there is more; reading on could inflate a bomb.
+    if fh.read(1):
+        raise CnnlabError(f"{path}: has trailing bytes: more than {expected} bytes but {need}")
     values = values.reshape(dims)
     if not dtype.isnative:
         values = values.astype(dtype.newbyteorder("="))
     return values
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+def read_idx(path: str | os.PathLike[str], max_bytes: int | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed or not) into a writable, native-order numpy array.
 
     Gzip is recognised by its magic bytes, so a ``.gz`` name is not required, but a
     ``.gz`` file that is not gzip is an error. Values are decompressed straight into
-    the result array (no extra copy). Every problem raises :class:`CnnlabError`
+    the result array (no extra copy). The declared size is checked against the file's
+    size and ``max_bytes`` (default :data:`MAX_IDX_BYTES`) before anything is allocated,
+    and decompression stops one byte past it. Every problem raises :class:`CnnlabError`
     naming the file.
     """
     p = Path(path)
+    limit = MAX_IDX_BYTES if max_bytes is None else int(max_bytes)
     try:
         with open(p, "rb") as raw:
+            size = os.fstat(raw.fileno()).st_size
             start = raw.read(2)
             if not start:
                 raise CnnlabError(f"{p}: file is empty")
@@ -116,10 +153,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             if start != _GZIP_MAGIC:
                 if p.suffix.lower() == ".gz":
                     raise CnnlabError(f"{p}: not a gzip file although the name ends with .gz")
-                return _read_stream(raw, p)
+                return _read_stream(raw, p, size, False, limit)
             try:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
-                    return _read_stream(fh, p)
+                    return _read_stream(fh, p, size, True, limit)
             except EOFError:
                 raise CnnlabError(
                     f"{p}: truncated gzip file (the compressed data ends early)"

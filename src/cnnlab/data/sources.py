@@ -22,10 +22,12 @@ import http.client
 import logging
 import os
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnlab.atomic import atomic_path
@@ -51,18 +53,27 @@ FILES: dict[str, str] = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 _USER_AGENT = "cnnlab/0.1 (+https://pypi.org/project/cnnlab)"
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
+#: Seconds one file's download may take from one mirror, unless
+#: ``CNNLAB_DOWNLOAD_DEADLINE`` says otherwise (26 MB at 100 kB/s fits).
+DOWNLOAD_DEADLINE = 600.0
 
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """One downloadable dataset: mirrors (tried in order), MD5 per file, class names."""
+    """One downloadable dataset: mirrors (tried in order, https first), the MD5 and size
+    in bytes of every file, class names, and the (height, width) of its images.
+
+    A file is downloaded only when both its MD5 and its size are known: the size caps
+    how much a mirror may send, the MD5 decides whether what it sent is kept."""
 
     name: str
     mirrors: tuple[str, ...]
     md5: dict[str, str]
     classes: tuple[str, ...]
     home: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+    image_size: tuple[int, int] = (28, 28)
 
     def file(self, split: str, kind: str) -> str:
         """The file name for ``split`` ("train"/"test") and ``kind`` ("images"/"labels")."""
@@ -74,8 +85,8 @@ DATASET_SOURCES: dict[str, DatasetSource] = {
         name="mnist",
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
         ),
         md5={
             "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -83,17 +94,32 @@ DATASET_SOURCES: dict[str, DatasetSource] = {
             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
+        sizes={
+            "train-images-idx3-ubyte.gz": 9912422,
+            "train-labels-idx1-ubyte.gz": 28881,
+            "t10k-images-idx3-ubyte.gz": 1648877,
+            "t10k-labels-idx1-ubyte.gz": 4542,
+        },
         classes=tuple(str(d) for d in range(10)),
         home="http://yann.lecun.com/exdb/mnist/",
     ),
     "fashion-mnist": DatasetSource(
         name="fashion-mnist",
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        mirrors=(
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        ),
         md5={
             "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
             "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        sizes={
+            "train-images-idx3-ubyte.gz": 26421880,
+            "train-labels-idx1-ubyte.gz": 29515,
+            "t10k-images-idx3-ubyte.gz": 4422102,
+            "t10k-labels-idx1-ubyte.gz": 5148,
         },
         classes=(
             "T-shirt/top",
@@ -111,12 +137,21 @@ DATASET_SOURCES: dict[str, DatasetSource] = {
     ),
     "kmnist": DatasetSource(
         name="kmnist",
-        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        mirrors=(
+            "https://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+        ),
         md5={
             "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
             "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
             "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
             "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
+        sizes={
+            "train-images-idx3-ubyte.gz": 18165135,
+            "train-labels-idx1-ubyte.gz": 29497,
+            "t10k-images-idx3-ubyte.gz": 3041136,
+            "t10k-labels-idx1-ubyte.gz": 5120,
         },
         classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
         home="https://github.com/rois-codh/kmnist",
@@ -172,25 +207,104 @@ class _FetchFailed(Exception):
     """One mirror could not deliver a good copy; the message says why, briefly."""
 
 
-def _fetch(url: str, target: Path, expected_md5: str | None, timeout: float) -> None:
-    """Stream ``url`` to ``target`` through a temporary file, checking the MD5."""
+def redirect_allowed(old: str, new: str) -> bool:
+    """Whether a mirror may redirect ``old`` to ``new``: to https always, to plain http
+    only from plain http (never a downgrade), to any other scheme never."""
+    old_scheme = urllib.parse.urlsplit(old).scheme.lower()
+    new_scheme = urllib.parse.urlsplit(new).scheme.lower()
+    return new_scheme == "https" or (new_scheme == "http" and old_scheme == "http")
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only where :func:`redirect_allowed` says so."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        if not redirect_allowed(req.full_url, newurl):
+            raise _FetchFailed(f"{req.full_url}: refused redirect to {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_NoDowngrade)
+
+
+def download_deadline() -> float:
+    """Seconds one file's download may take in all: ``CNNLAB_DOWNLOAD_DEADLINE``, else
+    :data:`DOWNLOAD_DEADLINE`."""
+    env = os.environ.get("CNNLAB_DOWNLOAD_DEADLINE", "").strip()
+    if not env:
+        return DOWNLOAD_DEADLINE
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise CnnlabError(
+            f"CNNLAB_DOWNLOAD_DEADLINE={env!r}: expected a positive number of seconds"
+        )
+    return value
+
+
+def _set_read_timeout(resp: http.client.HTTPResponse, seconds: float) -> None:
+    """Shorten the socket's timeout so that one read cannot outlast the deadline."""
+    sock = getattr(getattr(resp.fp, "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.01))
+
+
+def _fetch(url: str, target: Path, md5: str, size: int, timeout: float, deadline: float) -> None:
+    """Stream ``url`` to ``target`` through a temporary file, checking size and MD5.
+
+    At most ``size`` bytes are accepted (a larger ``Content-Length`` is refused before
+    reading, and reading stops at the first byte past it), the whole transfer must end
+    within ``deadline`` seconds, and any failure removes the temporary file.
+    """
+    stop = time.monotonic() + deadline
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp, atomic_path(target) as tmp:
-            size = resp.headers.get("Content-Length")
-            note = f" ({int(size) / 1e6:.1f} MB)" if size and size.isdigit() else ""
-            print(f"cnnlab: downloading {url}{note} -> {target}", file=sys.stderr, flush=True)
+        with (
+            _opener.open(request, timeout=min(timeout, deadline)) as resp,
+            atomic_path(target) as tmp,
+        ):
+            length = resp.headers.get("Content-Length")
+            if length is not None and (not length.strip().isdigit() or int(length) != size):
+                raise _FetchFailed(
+                    f"{url}: Content-Length {length.strip()[:20]} but the file has {size} bytes"
+                )
+            print(
+                f"cnnlab: downloading {url} ({size / 1e6:.1f} MB) -> {target}",
+                file=sys.stderr,
+                flush=True,
+            )
             digest = hashlib.md5(usedforsecurity=False)
+            got = 0
             with open(tmp, "wb") as out:
-                while chunk := resp.read(_CHUNK):
+                while True:
+                    left = stop - time.monotonic()
+                    if left <= 0:
+                        raise _FetchFailed(
+                            f"{url}: deadline of {deadline:g} s passed after {got} of {size} bytes"
+                        )
+                    _set_read_timeout(resp, min(timeout, left))
+                    # read1 returns what has arrived instead of waiting for a full chunk,
+                    # so a mirror sending a byte at a time still meets the deadline check
+                    chunk = resp.read1(min(_CHUNK, size + 1 - got))
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                    if got > size:
+                        raise _FetchFailed(f"{url}: sent more than the file's {size} bytes")
                     digest.update(chunk)
                     out.write(chunk)
-            if expected_md5 and digest.hexdigest() != expected_md5:
-                raise _FetchFailed(f"{url}: MD5 mismatch")
+            if digest.hexdigest() != md5:
+                raise _FetchFailed(f"{url}: MD5 mismatch ({got} of {size} bytes)")
     except urllib.error.HTTPError as exc:
         raise _FetchFailed(f"{url}: HTTP {exc.code}") from None
     except urllib.error.URLError as exc:
         raise _FetchFailed(f"{url}: {exc.reason}") from None
+    except TimeoutError:
+        if time.monotonic() >= stop - 0.05:
+            raise _FetchFailed(f"{url}: deadline of {deadline:g} s passed") from None
+        raise _FetchFailed(f"{url}: no data for {timeout:g} s") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise _FetchFailed(f"{url}: {type(exc).__name__} {exc}".strip()) from None
 
@@ -202,10 +316,12 @@ def locate(
     download: bool = True,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
+    deadline: float | None = None,
 ) -> Path:
     """Return a local path for ``filename`` of ``dataset``, downloading it if allowed.
 
-    Raises :class:`CnnlabError` with one line naming the searched folders when the
+    A download waits at most ``timeout`` seconds for any one read and ``deadline``
+    seconds (default :func:`download_deadline`) in all, per mirror. Raises :class:`CnnlabError` with one line naming the searched folders when the
     file is nowhere and cannot be downloaded.
     """
     source = DATASET_SOURCES.get(dataset)
@@ -238,11 +354,18 @@ def locate(
     )
     if not download:
         raise CnnlabError(f"{dataset}: {filename} not found in {where} (download disabled); {hint}")
+    size = source.sizes.get(filename)
+    if expected is None or size is None:
+        raise CnnlabError(
+            f"{dataset}: {filename} not found in {where}, and it has no known checksum "
+            f"and size to download it against; {hint}"
+        )
+    limit = download_deadline() if deadline is None else deadline
     failures: list[str] = []
     for base in mirrors_for(source, mirrors):
         url = base.rstrip("/") + "/" + filename
         try:
-            _fetch(url, cached, expected, timeout)
+            _fetch(url, cached, expected, size, timeout, limit)
         except _FetchFailed as exc:
             failures.append(str(exc))
             continue
