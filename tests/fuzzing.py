@@ -35,28 +35,52 @@ def fuzz_settings(bounded: int, on_demand: int) -> settings:
     )
 
 
-def reset_peak_memory() -> bool:
-    """Start measuring this process's peak memory afresh (Linux: VmHWM via clear_refs).
-
-    A fuzz test runs inside the whole suite's process, whose lifetime peak belongs to
-    other tests; resetting the high-water mark makes the peak the fuzz cases' own.
-    Returns False where the kernel offers no reset (the peak is then not checked).
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_memory_mib() -> float | None:
-    """This process's peak resident memory since the last reset, in MiB (None off Linux)."""
+def _status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB; None off Linux."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+class PeakMemory:
+    """The peak resident memory of the cases a fuzz module runs.
+
+    A fuzz module runs inside the whole suite's process, which already holds what earlier
+    tests loaded (torch, trained models), so the lifetime peak says little. ``start()``
+    resets Linux's high-water mark (VmHWM, through /proc/self/clear_refs) and remembers the
+    memory then in use; ``check()`` then bounds what the cases added and, in a process that
+    started small (the fuzz suite run on its own, as the on-demand figures are), the
+    process's total. Where the kernel offers no reset nothing is checked.
+    """
+
+    def __init__(self) -> None:
+        self.start_mib: float | None = None
+
+    def start(self) -> None:
+        """Start measuring from now."""
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            self.start_mib = None
+            return
+        self.start_mib = _status_mib("VmRSS")
+
+    def peak_mib(self) -> float | None:
+        """The peak since :meth:`start` (None where it cannot be measured)."""
+        return None if self.start_mib is None else _status_mib("VmHWM")
+
+    def check(self, added_mib: float = 200, total_mib: float = 500) -> str:
+        """Assert the bounds; a one-line description of the figures, for ``-s`` output."""
+        peak, start = self.peak_mib(), self.start_mib
+        if peak is None or start is None:
+            return "peak memory not measured on this system"
+        assert peak - start < added_mib, f"the cases added {peak - start:.0f} MiB"
+        if start < total_mib - added_mib:
+            assert peak < total_mib, f"the process peaked at {peak:.0f} MiB"
+        return f"peak memory {peak:.0f} MiB ({start:.0f} MiB in use before the cases)"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import random
-import resource
 import struct
 from pathlib import Path
 
@@ -27,40 +26,15 @@ from cnnlab.data.datasets import clear_cache, load_dataset
 from cnnlab.data.idx import IDX_DTYPES, read_idx, write_idx
 from cnnlab.data.sources import FILES
 from cnnlab.errors import CnnlabError
-from tests.fuzzing import cases, fuzz_settings
+from tests.fuzzing import PeakMemory, cases, fuzz_settings
 
 pytestmark = pytest.mark.fuzz
 
 HYPOTHESIS_CASES = (150, 4000)
 MUTATED_CASES = (300, 5000)
 DATASET_CASES = (40, 1200)
-MAX_RSS_BYTES = 500 * 1024 * 1024
-MAX_GROWTH_BYTES = 200 * 1024 * 1024
 
 _counts: dict[str, int] = {"read": 0, "refused": 0}
-
-
-def _peak_rss() -> int:
-    """This process's peak resident memory in bytes since :func:`_reset_peak`: Linux's
-    VmHWM, else the lifetime peak from getrusage (which Linux reports in KiB)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _reset_peak() -> int | None:
-    """Start the peak over from the current memory, so that tests run earlier in the same
-    process (training, say) do not count; the memory then in use, None where the system
-    cannot reset it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    return _peak_rss()
 
 
 def _read_or_refuse(path: Path) -> None:
@@ -76,13 +50,12 @@ def _read_or_refuse(path: Path) -> None:
     _counts["read"] += 1
 
 
-#: The memory in use when the suite started (None: the peak could not be reset).
-_baseline: list[int | None] = []
+MEMORY = PeakMemory()
 
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _baseline.append(_reset_peak())
+    MEMORY.start()
     return tmp_path_factory.mktemp("fuzz-idx")
 
 
@@ -179,7 +152,7 @@ def test_seeded_mutations(scratch: Path) -> None:
             target.write_bytes(mutate(rng, data))
         _read_or_refuse(target)
     _counts["mutated"] = total
-    print(f"\nIDX mutations: {total} inputs, peak RSS {_peak_rss() / 2**20:.0f} MiB")
+    print(f"\nIDX mutations: {total} inputs")
 
 
 def test_load_dataset_on_damaged_folders(scratch: Path) -> None:
@@ -224,18 +197,9 @@ def test_counts_and_memory() -> None:
     """Runs last in this module: every suite above ran its cases, memory stayed bounded."""
     expected = cases(*HYPOTHESIS_CASES) + cases(*MUTATED_CASES) + cases(*DATASET_CASES)
     seen = _counts.get("hypothesis", 0) + _counts.get("mutated", 0) + _counts.get("datasets", 0)
-    peak = _peak_rss()
-    start = _baseline[0] if _baseline else None
     print(
         f"\nIDX fuzz: {seen} inputs ({_counts['read']} read, {_counts['refused']} refused), "
-        f"peak RSS {peak / 2**20:.0f} MiB"
-        + ("" if start is None else f" ({start / 2**20:.0f} MiB in use before)")
+        + MEMORY.check()
     )
     if seen:  # the suites above may be deselected with -k
         assert seen >= expected
-    if start is not None:
-        # inside a longer test run the process already holds what earlier tests loaded:
-        # the fuzz inputs themselves may add little
-        assert peak - start < MAX_GROWTH_BYTES
-    if start is None or start < MAX_RSS_BYTES - MAX_GROWTH_BYTES:
-        assert peak < MAX_RSS_BYTES

@@ -22,18 +22,17 @@ from PIL import Image, ImageDraw
 from cnnlab.cli import main
 from cnnlab.data import prepare_digit
 from cnnlab.errors import CnnlabError
-from tests.fuzzing import cases, fuzz_settings, peak_memory_mib, reset_peak_memory
+from tests.fuzzing import PeakMemory, cases, fuzz_settings
 
 # Pillow warns about the corruption it works around; those warnings are expected here.
 pytestmark = [pytest.mark.fuzz, pytest.mark.filterwarnings("ignore::UserWarning")]
 
-MEASURED: dict[str, bool] = {}
+MEMORY = PeakMemory()
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _own_peak_memory() -> None:
-    """The peak memory checked at the end is this module's own, not the suite's before it."""
-    MEASURED["reset"] = reset_peak_memory()
+    MEMORY.start()
 
 
 MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F"]
@@ -171,6 +170,4 @@ def test_predict_command_on_mutated_files(
         else:
             assert out.startswith(str(path))
     COUNTS["cli"] = n
-    peak = peak_memory_mib() if MEASURED.get("reset") else None
-    print(f"\ncli files: {n}; inputs so far {COUNTS}; peak memory of this module {peak} MiB")
-    assert peak is None or peak < 500
+    print(f"\ncli files: {n}; inputs so far {COUNTS}; {MEMORY.check()}")
