@@ -157,6 +157,13 @@ def test_json_grid_is_used_as_is(client: TestClient) -> None:
         assert res.json()["input"] == GRID
 
 
+def _grid_with(number: str) -> bytes:
+    """A JSON 28×28 grid of zeros whose last cell is the literal ``number``."""
+    rows = ["[" + ",".join(["0"] * 28) + "]"] * 27
+    rows.append("[" + ",".join(["0"] * 27 + [number]) + "]")
+    return ("[" + ",".join(rows) + "]").encode()
+
+
 def _bad_requests() -> list[tuple[str, bytes, str, int, str]]:
     png = vertical_stroke_png()
     tiff = io.BytesIO()
@@ -190,6 +197,20 @@ def _bad_requests() -> list[tuple[str, bytes, str, int, str]]:
             422,
             "0..255",
         ),
+        ("json 10**400", _grid_with("1" + "0" * 400), "application/json", 422, "0..255"),
+        ("json 5000 digits", _grid_with("7" * 5000), "application/json", 422, "0..255"),
+        ("json -10**400", _grid_with("-1" + "0" * 400), "application/json", 422, "0..255"),
+        ("json 1e999", _grid_with("1e999"), "application/json", 422, "0..255"),
+        ("json Infinity", _grid_with("Infinity"), "application/json", 422, "0..255"),
+        (
+            "json huge in object",
+            b'{"image": ' + _grid_with("9" * 5000) + b"}",
+            "application/json",
+            422,
+            "0..255",
+        ),
+        ("json huge scalar", b"1" + b"0" * 5000, "application/json", 422, "28×28"),
+        ("json huge row", b"[" + b"1" + b"0" * 400 + b"]", "application/json", 422, "28×28"),
         ("multipart no boundary", b"--x\r\n", "multipart/form-data", 400, ""),
         ("too big", b"\0" * 300_000, "image/png", 413, "too large"),
     ]

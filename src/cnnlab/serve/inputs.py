@@ -113,7 +113,9 @@ def parse_json_image(data: bytes) -> np.ndarray:
     Values are grey levels 0..255 (integers or decimals, rounded), white ink on black.
     """
     try:
-        obj = json.loads(data)
+        # Integers are read as floats: a 400-digit integer would overflow the range check
+        # and one over 4,300 digits would not convert at all; as floats they are just inf.
+        obj = json.loads(data, parse_int=float)
     except UnicodeDecodeError:
         raise ApiError(400, "the JSON body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -122,6 +124,8 @@ def parse_json_image(data: bytes) -> np.ndarray:
         ) from None
     except RecursionError:
         raise ApiError(400, "the JSON body is nested too deeply") from None
+    except ValueError as exc:  # any other refusal of the parser is still the body's fault
+        raise ApiError(400, f"the body is not valid JSON ({exc})") from None
     if isinstance(obj, dict):
         if "image" not in obj:
             raise ApiError(422, "a JSON object needs an 'image' field holding a 28×28 array")
