@@ -328,3 +328,60 @@ def test_cli_serve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     with pytest.raises(SystemExit) as exc:
         main(["serve", "run", "--port", "70000"])
     assert exc.value.code == 2
+
+
+def test_api_pixel_limit_is_what_a_digit_needs(client: TestClient) -> None:
+    """A digit needs a few hundred pixels a side; 16.8 megapixels would cost a gigabyte."""
+    limits = Limits()
+    assert limits.max_pixels <= 2_000_000
+    res = client.post(
+        "/api/predict", content=png_header(4096, 4096), headers={"Content-Type": "image/png"}
+    )
+    assert res.status_code == 413 and "4096×4096" in res.json()["detail"]
+    res = client.post(
+        "/api/predict", content=png_header(1500, 1500), headers={"Content-Type": "image/png"}
+    )
+    assert res.status_code == 413, res.text
+    res = client.post(
+        "/api/predict", content=vertical_stroke_png(1400), headers={"Content-Type": "image/png"}
+    )
+    assert res.status_code == 200, res.text
+
+
+def test_header_read_and_decode_share_the_decode_bound(
+    digits_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No more images are opened at once than ``max_concurrent_decodes``, header included."""
+    from cnnlab.serve import service as service_module
+
+    busy, peak, lock = 0, 0, threading.Lock()
+
+    def counted(real):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            nonlocal busy, peak
+            with lock:
+                busy += 1
+                peak = max(peak, busy)
+            try:
+                time.sleep(0.05)
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    busy -= 1
+
+        return wrapper
+
+    monkeypatch.setattr(
+        service_module, "check_image_header", counted(service_module.check_image_header)
+    )
+    monkeypatch.setattr(service_module, "prepare_digit", counted(service_module.prepare_digit))
+    app = create_app(digits_run, limits=Limits(max_concurrent_decodes=1), warm_up=False)
+    png = vertical_stroke_png()
+    threads = [
+        threading.Thread(target=app.state.service.prepare_image, args=(png,)) for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 1

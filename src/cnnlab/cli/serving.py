@@ -89,7 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from cnnlab.runs import load_run
     from cnnlab.serve import Limits, create_app
+    from cnnlab.speed.allocator import return_freed_memory
 
+    return_freed_memory()  # a server must not keep one large image's memory for good
     run = load_run(args.run)
     threads = args.threads or max(1, min(4, (os.cpu_count() or 2) // 2))
     torch.set_num_threads(threads)

@@ -46,12 +46,15 @@ class Limits:
     max_body_bytes: int = 2_000_000
     #: Longest image side, in pixels (read from the header before decoding).
     max_side: int = 4096
-    #: Image area, in pixels (read from the header before decoding).
-    max_pixels: int = 4096 * 4096
+    #: Image area, in pixels (read from the header before decoding). The model sees
+    #: 28×28 and the page sends 280×280; decoding costs tens of bytes a pixel, so the
+    #: library's 40-megapixel limit would let one request take gigabytes.
+    max_pixels: int = 2_000_000
     #: Feature-map channels returned per layer.
     max_channels: int = 64
-    #: Images decoded at the same time (decoding a large image takes memory).
-    max_concurrent_decodes: int = 2
+    #: Images opened and decoded at the same time (header read included): the peak
+    #: decoding memory is about this many times that of the largest accepted image.
+    max_concurrent_decodes: int = 1
     #: Requests prepared and classified at the same time (worker threads); more wait in line.
     max_concurrent_work: int = 2
 

@@ -65,9 +65,13 @@ class ModelService:
         self._info_lock = threading.Lock()
 
     def prepare_image(self, data: bytes) -> np.ndarray:
-        """Check an encoded image's header, then prepare it as ``cnnlab predict`` does."""
-        check_image_header(data, self.limits)
+        """Check an encoded image's header, then prepare it as ``cnnlab predict`` does.
+
+        Both happen inside ``decode_slots``: opening a file can already allocate (PIL reads
+        chunks, EXIF and palettes while parsing the header), so the bound covers it too.
+        """
         with self.decode_slots:
+            check_image_header(data, self.limits)
             try:
                 return prepare_digit(data, SIZE)
             except CnnlabError as exc:
