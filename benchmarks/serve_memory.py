@@ -173,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
                 ("png-largest-x8", png_top, "image/png", 8, (side, side)),
             ]
             results = [measure(base, server.pid, *case) for case in cases]
-            lifetime_peak = proc_kb(server.pid, "VmHWM") / 1024
         finally:
             server.terminate()
             server.wait(timeout=30)

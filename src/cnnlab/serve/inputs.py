@@ -57,6 +57,15 @@ class Limits:
     max_concurrent_decodes: int = 1
     #: Requests prepared and classified at the same time (worker threads); more wait in line.
     max_concurrent_work: int = 2
+    #: Seconds a connection may take to send a request head (from connecting, or from
+    #: the previous answer); then it is closed.
+    header_timeout: float = 10.0
+    #: Seconds a request may take to send its body after the head; then 408 and closed.
+    body_timeout: float = 30.0
+    #: Seconds an idle keep-alive connection stays open after an answer.
+    keep_alive_timeout: int = 5
+    #: Open connections at once; beyond this a new one is answered 503 and closed.
+    max_connections: int = 100
 
 
 class ApiError(Exception):
