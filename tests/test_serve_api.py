@@ -385,3 +385,38 @@ def test_header_read_and_decode_share_the_decode_bound(
     for t in threads:
         t.join()
     assert peak == 1
+
+
+def _plain(fmt: str, level: int, ink: int | None = None) -> bytes:
+    """A 200×200 image of one grey level, with a faint stroke of ``ink`` if given."""
+    img = Image.new("L", (200, 200), level)
+    if ink is not None:
+        ImageDraw.Draw(img).line([(100, 30), (100, 170)], fill=ink, width=12)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (_plain("PNG", 255), "image/png"),
+        (_plain("PNG", 0), "image/png"),
+        (_plain("JPEG", 128), "image/jpeg"),
+        (_plain("PNG", 200, ink=190), "image/png"),  # contrast below prepare's threshold
+        (json.dumps([[0] * 28] * 28).encode(), "application/json"),
+    ],
+    ids=["white", "black", "grey jpeg", "faint", "zero grid"],
+)
+def test_blank_image_is_answered_blank(client: TestClient, body: bytes, ctype: str) -> None:
+    res = client.post("/api/predict?features=1", content=body, headers={"Content-Type": ctype})
+    assert res.status_code == 200, res.text
+    data = res.json()
+    assert data["blank"] is True and data["prediction"] is None
+    assert "probabilities" not in data and "confidence" not in data
+    assert data["input"] == [[0] * 28] * 28
+
+
+def test_a_digit_is_not_blank(client: TestClient) -> None:
+    res = client.post("/api/predict", json=GRID)
+    assert res.status_code == 200 and res.json()["blank"] is False

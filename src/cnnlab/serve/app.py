@@ -60,7 +60,7 @@ def create_app(
 ) -> FastAPI:
     """The web app for one trained run (a :class:`~cnnlab.runs.Run` or its folder).
 
-    With ``warm_up``, one blank image is classified (with feature maps) and the model's
+    With ``warm_up``, one stroke is classified (with feature maps) and the model's
     description built before the app is returned, so the first visitor does not wait.
     With ``allowed_hosts`` (see :func:`cnnlab.serve.hosts.allowed_hosts`), a request
     whose ``Host`` is not one of them, nor the address it reached, is refused with 400.
@@ -70,7 +70,9 @@ def create_app(
     limits = limits or Limits()
     service = ModelService(run, limits)
     if warm_up:
-        service.predict(np.zeros((SIZE, SIZE), dtype=np.uint8), features=True)
+        stroke = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        stroke[4:24, 13:15] = 255  # not blank: a blank image never reaches the model
+        service.predict(stroke, features=True)
         service.info()
     app = FastAPI(
         title="cnnlab",
