@@ -16,6 +16,7 @@ its h11 protocol adds:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -64,6 +65,17 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self._follow_state()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a malformed request head, as the app's JSON ``detail``."""
+        body = json.dumps({"detail": "invalid HTTP request (malformed request line or headers)"})
+        head = (
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            f"connection: close\r\ncontent-length: {len(body) + 1}\r\n\r\n"
+        )
+        log.info("refused a malformed request head: %s", msg)
+        self.transport.write(head.encode() + body.encode() + b"\n")
+        self.transport.close()
 
     def _follow_state(self) -> None:
         """Keep the header deadline while a request head is awaited, and only then.
