@@ -255,7 +255,7 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     return method, url, headers, body
 
 
-@fuzz_settings(bounded=150, on_demand=3000)
+@fuzz_settings(bounded=150, on_demand=4000)
 @given(request=requests())
 def test_fuzz_requests_in_process(
     client: TestClient, request: tuple[str, str, dict[str, str], bytes]
@@ -269,7 +269,7 @@ def test_fuzz_requests_in_process(
 
 def test_fuzz_mutated_files_in_process(client: TestClient) -> None:
     rng = random.Random(20261129)
-    n = cases(bounded=150, on_demand=3000)
+    n = cases(bounded=150, on_demand=4000)
     for i in range(n):
         data, ctype = SEEDS[i % len(SEEDS)]
         body = mutate(data, rng)
@@ -353,7 +353,7 @@ def raw_request(rng: random.Random) -> bytes:
 
 def test_fuzz_raw_requests_over_a_socket(served: dict[str, Any]) -> None:
     rng = random.Random(13)
-    n = cases(bounded=50, on_demand=1200)
+    n = cases(bounded=50, on_demand=2000)
     for i in range(n):
         request = raw_request(rng)
         with socket.create_connection(("127.0.0.1", served["port"]), timeout=10) as sock:
