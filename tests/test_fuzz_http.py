@@ -391,5 +391,7 @@ def test_fuzz_request_count() -> None:
     print(
         f"\nHTTP fuzz: {dict(SENT)} = {total} requests; statuses {dict(sorted(STATUSES.items()))}"
     )
+    # The in-process requests ran in this process: its peak covers their decoding.
+    print(f"this test process's peak RSS: {_peak_kb(os.getpid()) / 1024:.0f} MB")
     assert SENT["mutated"] and SENT["socket"] and SENT["hypothesis"]
     assert total >= (5000 if full() else 300)
