@@ -221,3 +221,24 @@ def test_cli_defaults_are_the_library_defaults() -> None:
         "--keep-alive": limits.keep_alive_timeout,
         "--max-connections": limits.max_connections,
     }
+
+
+def test_refused_json_keeps_the_connection_alive(server: tuple[str, int]) -> None:
+    """A 4xx for a hostile body is an ordinary answer: the next request uses the same socket."""
+    row = "[" + ",".join(["0"] * 27 + ["1" + "0" * 400]) + "]"
+    body = ("[" + ",".join([row] * 28) + "]").encode()
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        first = b""
+        while not first.endswith(b"}"):
+            first += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 422") and b"connection: close" not in first.lower()
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        second = b""
+        while not second.endswith(b"}"):
+            second += sock.recv(65536)
+        assert second.startswith(b"HTTP/1.1 200")
