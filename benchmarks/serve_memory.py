@@ -9,7 +9,9 @@ reads the new peak (``VmHWM`` in ``/proc/PID/status``). Linux only. The cases:
 * ``png-4096-x8``: eight of the PNG at once;
 
 and, because the server refuses those by their header, the same at the largest size it
-accepts (``png-largest``, ``jpeg-largest``, ``png-largest-x8``). Each case records the
+accepts (``png-largest``, ``jpeg-largest``, ``png-largest-x8``); and ``max-body-x99``:
+99 clients at once (one fewer than the connection cap) each sending a PNG of random grey
+noise as large as the body limit allows (the bodies, not the decoding, are the cost). Each case records the
 answers' status codes, the RSS before and the peak during it, in MB.
 
     python benchmarks/serve_memory.py --out benchmarks/results/DATE/serve_memory.json
@@ -24,6 +26,7 @@ import io
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -68,6 +71,13 @@ def encode(img: Image.Image, fmt: str) -> bytes:
     else:
         img.save(buf, format="JPEG", quality=70)
     return buf.getvalue()
+
+
+def noise_png(side: int) -> bytes:
+    """A ``side``×``side`` PNG of random grey levels: about one byte a pixel, incompressible."""
+    rng = random.Random(0)
+    img = Image.frombytes("L", (side, side), rng.randbytes(side * side))
+    return encode(img, "PNG")
 
 
 def proc_kb(pid: int, field: str) -> int:
@@ -133,12 +143,6 @@ def measure(
     }
 
 
-def largest_accepted(base: str) -> int:
-    """The largest image area, in pixels, the server accepts (from ``GET /api/model``)."""
-    limits = httpx.get(base + "/api/model", timeout=60).json()["limits"]
-    return int(limits["max_pixels"])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="run folder (default: train a small one)")
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         server = subprocess.Popen(cmd, env=os.environ.copy())
         try:
             wait_until_up(base, server)
-            pixels = largest_accepted(base)
+            limits = httpx.get(base + "/api/model", timeout=60).json()["limits"]
+            pixels = int(limits["max_pixels"])
             side = math.isqrt(pixels)
             jpeg_w = math.isqrt(pixels * 7300 // 5480)
             jpeg_h = pixels // jpeg_w
@@ -164,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             jpeg_big = encode(digit_image(7300, 5480, "RGB"), "JPEG")
             png_top = encode(digit_image(side, side, "RGBA"), "PNG")
             jpeg_top = encode(digit_image(jpeg_w, jpeg_h, "RGB"), "JPEG")
+            noise = noise_png(math.isqrt(int(limits["max_body_bytes"] * 0.98)))
             cases = [
                 ("png-4096", png_big, "image/png", 1, (4096, 4096)),
                 ("jpeg-40mp", jpeg_big, "image/jpeg", 1, (7300, 5480)),
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("png-largest", png_top, "image/png", 1, (side, side)),
                 ("jpeg-largest", jpeg_top, "image/jpeg", 1, (jpeg_w, jpeg_h)),
                 ("png-largest-x8", png_top, "image/png", 8, (side, side)),
+                ("max-body-x99", noise, "image/png", 99, Image.open(io.BytesIO(noise)).size),
             ]
             results = [measure(base, server.pid, *case) for case in cases]
         finally:

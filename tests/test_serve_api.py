@@ -420,3 +420,40 @@ def test_blank_image_is_answered_blank(client: TestClient, body: bytes, ctype: s
 def test_a_digit_is_not_blank(client: TestClient) -> None:
     res = client.post("/api/predict", json=GRID)
     assert res.status_code == 200 and res.json()["blank"] is False
+
+
+def test_bodies_held_at_once_are_bounded(digits_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond ``max_queued_requests`` a prediction waits before its body is read, so a
+    hundred clients sending the largest body do not hold a hundred bodies in memory."""
+    import anyio
+
+    from cnnlab.serve import app as app_module
+
+    busy, peak = 0, 0
+    real = app_module.read_image_body
+
+    async def counted(request):  # noqa: ANN001, ANN202
+        nonlocal busy, peak
+        busy += 1
+        peak = max(peak, busy)
+        try:
+            await anyio.sleep(0.1)
+            return await real(request)
+        finally:
+            busy -= 1
+
+    monkeypatch.setattr(app_module, "read_image_body", counted)
+    app = create_app(digits_run, limits=Limits(max_queued_requests=2), warm_up=False)
+    with TestClient(app) as c:
+        statuses: list[int] = []
+
+        def post() -> None:
+            statuses.append(c.post("/api/predict", json=GRID).status_code)
+
+        threads = [threading.Thread(target=post) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 6
+    assert peak == 2

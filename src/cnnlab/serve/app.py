@@ -89,7 +89,12 @@ def create_app(
         allowed_hosts=allowed_hosts,
     )
     _add_error_handlers(app)
-    _add_routes(app, service, anyio.CapacityLimiter(max(1, limits.max_concurrent_work)))
+    _add_routes(
+        app,
+        service,
+        anyio.CapacityLimiter(max(1, limits.max_concurrent_work)),
+        anyio.CapacityLimiter(max(1, limits.max_queued_requests)),
+    )
     return app
 
 
@@ -120,8 +125,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     # a handler for Exception here would be re-raised by Starlette and logged twice.
 
 
-def _add_routes(app: FastAPI, service: ModelService, work_slots: anyio.CapacityLimiter) -> None:
-    """The page, its static files and the API; model work runs in ``work_slots`` threads."""
+def _add_routes(
+    app: FastAPI,
+    service: ModelService,
+    work_slots: anyio.CapacityLimiter,
+    admission: anyio.CapacityLimiter,
+) -> None:
+    """The page, its static files and the API; model work runs in ``work_slots`` threads,
+    and at most ``admission`` predictions are read, waiting or worked on at once."""
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -149,6 +160,10 @@ def _add_routes(app: FastAPI, service: ModelService, work_slots: anyio.CapacityL
         request: Request,
         features: bool = Query(False, description="include each conv layer's feature maps"),
     ) -> JSONResponse:
+        async with admission:  # before the body is read: a waiting body stays unread
+            return await _predict(request, features)
+
+    async def _predict(request: Request, features: bool) -> JSONResponse:
         start = time.perf_counter()
         data, is_json = await read_image_body(request)
         read_ms = (time.perf_counter() - start) * 1000

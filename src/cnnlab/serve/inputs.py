@@ -57,10 +57,15 @@ class Limits:
     max_concurrent_decodes: int = 1
     #: Requests prepared and classified at the same time (worker threads); more wait in line.
     max_concurrent_work: int = 2
+    #: Prediction requests being read, waiting or worked on at once; more wait before
+    #: their body is read (it stays with the client), so that many clients sending the
+    #: largest body do not hold that many bodies in memory.
+    max_queued_requests: int = 16
     #: Seconds a connection may take to send a request head (from connecting, or from
     #: the previous answer); then it is closed.
     header_timeout: float = 10.0
-    #: Seconds a request may take to send its body after the head; then 408 and closed.
+    #: Seconds a request may take to send its body once the server starts reading it;
+    #: then 408 and the connection is closed.
     body_timeout: float = 30.0
     #: Seconds an idle keep-alive connection stays open after an answer.
     keep_alive_timeout: int = 5

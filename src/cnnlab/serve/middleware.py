@@ -40,8 +40,8 @@ class Guard:
 
     Refuses a ``Host`` outside ``allowed_hosts`` (when given) with 400; a body over
     ``max_bytes`` (by Content-Length, and while reading) with 413; a body not received
-    within ``body_timeout`` seconds of the request head with 408 (and closes the
-    connection). A client that disconnects mid-upload is logged in one line; any other
+    within ``body_timeout`` seconds of the route starting to read it with 408 (and closes
+    the connection). A client that disconnects mid-upload is logged in one line; any other
     exception is logged once and answered 500, and the server goes on.
     """
 
@@ -80,10 +80,12 @@ class Guard:
             return
 
         received = 0
-        deadline = anyio.current_time() + self.body_timeout
+        deadline: float | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, deadline
+            if deadline is None:  # from the first read: a request may wait its turn first
+                deadline = anyio.current_time() + self.body_timeout
             with anyio.move_on_after(deadline - anyio.current_time()) as waiting:
                 message = await receive()
             if waiting.cancelled_caught:
