@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -242,3 +243,35 @@ def test_refused_json_keeps_the_connection_alive(server: tuple[str, int]) -> Non
         while not second.endswith(b"}"):
             second += sock.recv(65536)
         assert second.startswith(b"HTTP/1.1 200")
+
+
+def test_server_allocator_returns_freed_memory(tmp_path: Path) -> None:
+    """After the training allocator kept a freed 200 MB block, the server's setting gives
+    it back, and later large blocks are given back as soon as they are freed."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "alloc.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from cnnlab.speed.allocator import return_freed_memory, tune_cpu_allocator\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'):\n"
+        "            return int(line.split()[1]) // 1024\n"
+        "def churn():\n"
+        "    blocks = [np.ones(2_000_000) for _ in range(12)]\n"  # 12 x 16 MB
+        "    del blocks\n"
+        "assert tune_cpu_allocator()\n"
+        "base = rss(); churn(); kept = rss() - base\n"
+        "assert return_freed_memory()\n"
+        "released = rss() - base; churn(); after = rss() - base\n"
+        "print(kept, released, after)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "CNNLAB_TUNE_MALLOC": "1"}
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    kept, released, after = map(int, out.stdout.split())
+    assert kept > 150 and released < 50 and after < 50, (kept, released, after)
