@@ -100,11 +100,26 @@ def test_partial_head_after_a_keep_alive_answer_is_closed(server: tuple[str, int
     assert data == b"" and waited < 3
 
 
-def test_slow_body_gets_408_and_is_closed(server: tuple[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("ctype", "start"),
+    [
+        (b"image/png", b"\x89PNG" + b"\0" * 100),
+        (b"application/json", b"[[0, 0, 0"),
+        (
+            b"multipart/form-data; boundary=xx",
+            b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n\x89PNG",
+        ),
+    ],
+    ids=["png", "json", "multipart"],
+)
+def test_slow_body_gets_408_and_is_closed(
+    server: tuple[str, int], ctype: bytes, start: bytes
+) -> None:
     with _connect(server) as sock:
         sock.sendall(
-            b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-            b"Content-Length: 5000\r\n\r\n" + b"\x89PNG" + b"\0" * 100
+            b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype + b"\r\n"
+            b"Content-Length: 5000\r\n\r\n" + start
         )
         data, waited = _read_all(sock)
     assert data.startswith(b"HTTP/1.1 408"), data[:200]
