@@ -157,6 +157,13 @@ def test_json_grid_is_used_as_is(client: TestClient) -> None:
         assert res.json()["input"] == GRID
 
 
+def _grid_with(number: str) -> bytes:
+    """A JSON 28×28 grid of zeros whose last cell is the literal ``number``."""
+    rows = ["[" + ",".join(["0"] * 28) + "]"] * 27
+    rows.append("[" + ",".join(["0"] * 27 + [number]) + "]")
+    return ("[" + ",".join(rows) + "]").encode()
+
+
 def _bad_requests() -> list[tuple[str, bytes, str, int, str]]:
     png = vertical_stroke_png()
     tiff = io.BytesIO()
@@ -190,6 +197,20 @@ def _bad_requests() -> list[tuple[str, bytes, str, int, str]]:
             422,
             "0..255",
         ),
+        ("json 10**400", _grid_with("1" + "0" * 400), "application/json", 422, "0..255"),
+        ("json 5000 digits", _grid_with("7" * 5000), "application/json", 422, "0..255"),
+        ("json -10**400", _grid_with("-1" + "0" * 400), "application/json", 422, "0..255"),
+        ("json 1e999", _grid_with("1e999"), "application/json", 422, "0..255"),
+        ("json Infinity", _grid_with("Infinity"), "application/json", 422, "0..255"),
+        (
+            "json huge in object",
+            b'{"image": ' + _grid_with("9" * 5000) + b"}",
+            "application/json",
+            422,
+            "0..255",
+        ),
+        ("json huge scalar", b"1" + b"0" * 5000, "application/json", 422, "28×28"),
+        ("json huge row", b"[" + b"1" + b"0" * 400 + b"]", "application/json", 422, "28×28"),
         ("multipart no boundary", b"--x\r\n", "multipart/form-data", 400, ""),
         ("too big", b"\0" * 300_000, "image/png", 413, "too large"),
     ]
@@ -307,3 +328,132 @@ def test_cli_serve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     with pytest.raises(SystemExit) as exc:
         main(["serve", "run", "--port", "70000"])
     assert exc.value.code == 2
+
+
+def test_api_pixel_limit_is_what_a_digit_needs(client: TestClient) -> None:
+    """A digit needs a few hundred pixels a side; 16.8 megapixels would cost a gigabyte."""
+    limits = Limits()
+    assert limits.max_pixels <= 2_000_000
+    res = client.post(
+        "/api/predict", content=png_header(4096, 4096), headers={"Content-Type": "image/png"}
+    )
+    assert res.status_code == 413 and "4096×4096" in res.json()["detail"]
+    res = client.post(
+        "/api/predict", content=png_header(1500, 1500), headers={"Content-Type": "image/png"}
+    )
+    assert res.status_code == 413, res.text
+    res = client.post(
+        "/api/predict", content=vertical_stroke_png(1400), headers={"Content-Type": "image/png"}
+    )
+    assert res.status_code == 200, res.text
+
+
+def test_header_read_and_decode_share_the_decode_bound(
+    digits_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No more images are opened at once than ``max_concurrent_decodes``, header included."""
+    from cnnlab.serve import service as service_module
+
+    busy, peak, lock = 0, 0, threading.Lock()
+
+    def counted(real):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            nonlocal busy, peak
+            with lock:
+                busy += 1
+                peak = max(peak, busy)
+            try:
+                time.sleep(0.05)
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    busy -= 1
+
+        return wrapper
+
+    monkeypatch.setattr(
+        service_module, "check_image_header", counted(service_module.check_image_header)
+    )
+    monkeypatch.setattr(service_module, "prepare_digit", counted(service_module.prepare_digit))
+    app = create_app(digits_run, limits=Limits(max_concurrent_decodes=1), warm_up=False)
+    png = vertical_stroke_png()
+    threads = [
+        threading.Thread(target=app.state.service.prepare_image, args=(png,)) for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 1
+
+
+def _plain(fmt: str, level: int, ink: int | None = None) -> bytes:
+    """A 200×200 image of one grey level, with a faint stroke of ``ink`` if given."""
+    img = Image.new("L", (200, 200), level)
+    if ink is not None:
+        ImageDraw.Draw(img).line([(100, 30), (100, 170)], fill=ink, width=12)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (_plain("PNG", 255), "image/png"),
+        (_plain("PNG", 0), "image/png"),
+        (_plain("JPEG", 128), "image/jpeg"),
+        (_plain("PNG", 200, ink=190), "image/png"),  # contrast below prepare's threshold
+        (json.dumps([[0] * 28] * 28).encode(), "application/json"),
+    ],
+    ids=["white", "black", "grey jpeg", "faint", "zero grid"],
+)
+def test_blank_image_is_answered_blank(client: TestClient, body: bytes, ctype: str) -> None:
+    res = client.post("/api/predict?features=1", content=body, headers={"Content-Type": ctype})
+    assert res.status_code == 200, res.text
+    data = res.json()
+    assert data["blank"] is True and data["prediction"] is None
+    assert "probabilities" not in data and "confidence" not in data
+    assert data["input"] == [[0] * 28] * 28
+
+
+def test_a_digit_is_not_blank(client: TestClient) -> None:
+    res = client.post("/api/predict", json=GRID)
+    assert res.status_code == 200 and res.json()["blank"] is False
+
+
+def test_bodies_held_at_once_are_bounded(digits_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond ``max_queued_requests`` a prediction waits before its body is read, so a
+    hundred clients sending the largest body do not hold a hundred bodies in memory."""
+    import anyio
+
+    from cnnlab.serve import app as app_module
+
+    busy, peak = 0, 0
+    real = app_module.read_image_body
+
+    async def counted(request):  # noqa: ANN001, ANN202
+        nonlocal busy, peak
+        busy += 1
+        peak = max(peak, busy)
+        try:
+            await anyio.sleep(0.1)
+            return await real(request)
+        finally:
+            busy -= 1
+
+    monkeypatch.setattr(app_module, "read_image_body", counted)
+    app = create_app(digits_run, limits=Limits(max_queued_requests=2), warm_up=False)
+    with TestClient(app) as c:
+        statuses: list[int] = []
+
+        def post() -> None:
+            statuses.append(c.post("/api/predict", json=GRID).status_code)
+
+        threads = [threading.Thread(target=post) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 6
+    assert peak == 2

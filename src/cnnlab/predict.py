@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +18,16 @@ from torch import nn
 from cnnlab.data.loader import Preprocess
 from cnnlab.hardware import has_convolutions
 
-__all__ = ["Predictor", "shifted_views"]
+__all__ = ["Predictor", "is_blank", "shifted_views"]
+
+
+def is_blank(image: torch.Tensor | np.ndarray) -> bool:
+    """Whether a prepared MNIST-style uint8 image has no ink at all.
+
+    :func:`cnnlab.data.prepare_digit` turns an image without enough contrast into all
+    zeros; any class predicted for it would be a guess, so it is reported as blank.
+    """
+    return not bool(image.any())
 
 
 def shifted_views(images: torch.Tensor, flip: bool = False) -> Iterator[torch.Tensor]:

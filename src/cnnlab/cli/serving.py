@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import socket
 import sys
+from typing import Any
 
 from cnnlab.cli.options import positive_int, whole_number
 from cnnlab.errors import CnnlabError
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (at most a day)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 86400, got {text}")
+    return value
+
+
+#: The server's limits as options: flag, type, default (as in cnnlab.serve.Limits), help.
+SERVER_OPTIONS: tuple[tuple[str, Any, Any, str, str], ...] = (
+    ("--max-body", positive_int, 2_000_000, "BYTES", "largest request body accepted"),
+    ("--max-pixels", positive_int, 2_000_000, "N", "largest image area accepted, in pixels"),
+    (
+        "--header-timeout",
+        positive_seconds,
+        10.0,
+        "S",
+        "seconds a connection may take to send a request head",
+    ),
+    (
+        "--body-timeout",
+        positive_seconds,
+        30.0,
+        "S",
+        "seconds a request may take to send its body (then 408)",
+    ),
+    ("--keep-alive", positive_int, 5, "S", "seconds an idle connection stays open"),
+    ("--max-connections", positive_int, 100, "N", "open connections at once (then 503)"),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,12 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="torch threads for inference (default: half the CPU cores, at most 4)",
     )
+    for flag, kind, default, metavar, text in SERVER_OPTIONS:
+        p.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
     p.add_argument(
-        "--max-body",
-        type=positive_int,
-        default=2_000_000,
-        metavar="BYTES",
-        help="largest request body accepted (default 2000000)",
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="when listening beyond loopback, also answer requests whose Host is NAME "
+        "(repeatable; the bound address, this machine's names and localhost always are)",
     )
     p.add_argument(
         "--log-level",
@@ -47,15 +86,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="server log level (default info)",
     )
     p.set_defaults(func=cmd_serve)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -89,11 +119,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from cnnlab.runs import load_run
     from cnnlab.serve import Limits, create_app
+    from cnnlab.serve.hosts import allowed_hosts
+    from cnnlab.serve.server import server_config
+    from cnnlab.speed.allocator import return_freed_memory
 
+    return_freed_memory()  # a server must not keep one large image's memory for good
     run = load_run(args.run)
     threads = args.threads or max(1, min(4, (os.cpu_count() or 2) // 2))
     torch.set_num_threads(threads)
-    app = create_app(run, limits=Limits(max_body_bytes=args.max_body))
+    limits = Limits(
+        max_body_bytes=args.max_body,
+        max_pixels=args.max_pixels,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive,
+        max_connections=args.max_connections,
+    )
+    hosts = allowed_hosts(args.host, args.allowed_host)
+    app = create_app(run, limits=limits, allowed_hosts=hosts)
     _check_port_free(args.host, args.port)
     where = f"[{args.host}]" if ":" in args.host else args.host
     print(
@@ -101,17 +144,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"(API: /api/predict, /api/model, /openapi.json; Ctrl+C stops)",
         file=sys.stderr,
     )
-    if not _is_loopback(args.host):
+    if hosts is not None:
         print(
             f"cnnlab serve: warning: listening on {args.host}, reachable from other machines; "
             "there is no authentication",
             file=sys.stderr,
         )
-    uvicorn.run(
+    config = server_config(
         app,
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
+        limits,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
     )
+    uvicorn.Server(config).run()
     return 0

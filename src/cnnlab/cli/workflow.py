@@ -274,13 +274,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from cnnlab.data import prepare_digit
+    from cnnlab.predict import is_blank
     from cnnlab.runs import load_run
 
     run = load_run(args.run)
     batch = torch.stack([torch.from_numpy(prepare_digit(Path(f))) for f in args.images])
     probs = run.predict(batch)
     for file, image, p in zip(args.images, batch, probs, strict=True):
-        blank = not bool(image.any())  # no ink: any answer would be a guess
+        blank = is_blank(image)  # no ink: any answer would be a guess
         order = p.argsort(descending=True)
         if args.json:
             answer: dict[str, Any] = {"file": file, "prediction": None, "blank": True}

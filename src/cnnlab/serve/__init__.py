@@ -8,7 +8,11 @@ built, so the rest of cnnlab works without the ``serve`` extra.
 - ``inputs.py``: what a request may hold, and reading it (:class:`Limits`, ``ApiError``);
 - ``service.py``: one run behind the API: prediction and the model's description;
 - ``pictures.py``: feature maps as PNG images;
-- ``middleware.py``: body size limit and security headers;
+- ``middleware.py``: Host check, body size and time limits, security headers, and the
+  last word on clients that leave and errors nothing else handled;
+- ``protocol.py``: uvicorn's HTTP protocol with a header deadline and a connection cap;
+- ``hosts.py``: which ``Host`` headers to answer beyond loopback;
+- ``server.py``: the uvicorn configuration within :class:`Limits`;
 - ``schemas.py``: the OpenAPI document's shapes.
 """
 

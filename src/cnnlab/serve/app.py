@@ -15,13 +15,12 @@ Routes:
 * ``GET /api/health`` and the OpenAPI document at ``/openapi.json``.
 
 Every refused request gets a 4xx JSON answer ``{"detail": "..."}`` (:mod:`.inputs`); the
-body size is limited and security headers added in front of every route
-(:mod:`.middleware`); the model work runs in worker threads (:mod:`.service`).
+Host, the body's size and time are checked and security headers added in front of every
+route (:mod:`.middleware`); the model work runs in worker threads (:mod:`.service`).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,6 @@ from cnnlab.serve.service import ModelService
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("cnnlab.serve")
-
 STATIC_DIR = Path(__file__).with_name("static")
 
 PREDICT_DESCRIPTION = (
@@ -55,19 +52,27 @@ PREDICT_DESCRIPTION = (
 
 
 def create_app(
-    run: Run | str | Path, *, limits: Limits | None = None, warm_up: bool = True
+    run: Run | str | Path,
+    *,
+    limits: Limits | None = None,
+    warm_up: bool = True,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> FastAPI:
     """The web app for one trained run (a :class:`~cnnlab.runs.Run` or its folder).
 
-    With ``warm_up``, one blank image is classified (with feature maps) and the model's
+    With ``warm_up``, one stroke is classified (with feature maps) and the model's
     description built before the app is returned, so the first visitor does not wait.
+    With ``allowed_hosts`` (see :func:`cnnlab.serve.hosts.allowed_hosts`), a request
+    whose ``Host`` is not one of them, nor the address it reached, is refused with 400.
     """
     if not isinstance(run, Run):
         run = load_run(run)
     limits = limits or Limits()
     service = ModelService(run, limits)
     if warm_up:
-        service.predict(np.zeros((SIZE, SIZE), dtype=np.uint8), features=True)
+        stroke = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        stroke[4:24, 13:15] = 255  # not blank: a blank image never reaches the model
+        service.predict(stroke, features=True)
         service.info()
     app = FastAPI(
         title="cnnlab",
@@ -77,9 +82,19 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
-    app.add_middleware(Guard, max_bytes=limits.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(
+        Guard,  # type: ignore[arg-type]
+        max_bytes=limits.max_body_bytes,
+        body_timeout=limits.body_timeout,
+        allowed_hosts=allowed_hosts,
+    )
     _add_error_handlers(app)
-    _add_routes(app, service, anyio.CapacityLimiter(max(1, limits.max_concurrent_work)))
+    _add_routes(
+        app,
+        service,
+        anyio.CapacityLimiter(max(1, limits.max_concurrent_work)),
+        anyio.CapacityLimiter(max(1, limits.max_queued_requests)),
+    )
     return app
 
 
@@ -88,7 +103,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        # After a body deadline the rest of the body may still arrive: not a new request.
+        headers = {"connection": "close"} if exc.status == 408 else None
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -104,14 +121,18 @@ def _add_error_handlers(app: FastAPI) -> None:
             parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg"))
         return JSONResponse({"detail": "; ".join(map(str, parts)) or "invalid request"}, 422)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", exc_info=exc)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, 500)
+    # Any other exception reaches the Guard middleware, which logs it once and answers 500;
+    # a handler for Exception here would be re-raised by Starlette and logged twice.
 
 
-def _add_routes(app: FastAPI, service: ModelService, work_slots: anyio.CapacityLimiter) -> None:
-    """The page, its static files and the API; model work runs in ``work_slots`` threads."""
+def _add_routes(
+    app: FastAPI,
+    service: ModelService,
+    work_slots: anyio.CapacityLimiter,
+    admission: anyio.CapacityLimiter,
+) -> None:
+    """The page, its static files and the API; model work runs in ``work_slots`` threads,
+    and at most ``admission`` predictions are read, waiting or worked on at once."""
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -139,6 +160,10 @@ def _add_routes(app: FastAPI, service: ModelService, work_slots: anyio.CapacityL
         request: Request,
         features: bool = Query(False, description="include each conv layer's feature maps"),
     ) -> JSONResponse:
+        async with admission:  # before the body is read: a waiting body stays unread
+            return await _predict(request, features)
+
+    async def _predict(request: Request, features: bool) -> JSONResponse:
         start = time.perf_counter()
         data, is_json = await read_image_body(request)
         read_ms = (time.perf_counter() - start) * 1000

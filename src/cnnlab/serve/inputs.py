@@ -46,14 +46,31 @@ class Limits:
     max_body_bytes: int = 2_000_000
     #: Longest image side, in pixels (read from the header before decoding).
     max_side: int = 4096
-    #: Image area, in pixels (read from the header before decoding).
-    max_pixels: int = 4096 * 4096
+    #: Image area, in pixels (read from the header before decoding). The model sees
+    #: 28×28 and the page sends 280×280; decoding costs tens of bytes a pixel, so the
+    #: library's 40-megapixel limit would let one request take gigabytes.
+    max_pixels: int = 2_000_000
     #: Feature-map channels returned per layer.
     max_channels: int = 64
-    #: Images decoded at the same time (decoding a large image takes memory).
-    max_concurrent_decodes: int = 2
+    #: Images opened and decoded at the same time (header read included): the peak
+    #: decoding memory is about this many times that of the largest accepted image.
+    max_concurrent_decodes: int = 1
     #: Requests prepared and classified at the same time (worker threads); more wait in line.
     max_concurrent_work: int = 2
+    #: Prediction requests being read, waiting or worked on at once; more wait before
+    #: their body is read (it stays with the client), so that many clients sending the
+    #: largest body do not hold that many bodies in memory.
+    max_queued_requests: int = 16
+    #: Seconds a connection may take to send a request head (from connecting, or from
+    #: the previous answer); then it is closed.
+    header_timeout: float = 10.0
+    #: Seconds a request may take to send its body once the server starts reading it;
+    #: then 408 and the connection is closed.
+    body_timeout: float = 30.0
+    #: Seconds an idle keep-alive connection stays open after an answer.
+    keep_alive_timeout: int = 5
+    #: Open connections at once; beyond this a new one is answered 503 and closed.
+    max_connections: int = 100
 
 
 class ApiError(Exception):
@@ -113,7 +130,9 @@ def parse_json_image(data: bytes) -> np.ndarray:
     Values are grey levels 0..255 (integers or decimals, rounded), white ink on black.
     """
     try:
-        obj = json.loads(data)
+        # Integers are read as floats: a 400-digit integer would overflow the range check
+        # and one over 4,300 digits would not convert at all; as floats they are just inf.
+        obj = json.loads(data, parse_int=float)
     except UnicodeDecodeError:
         raise ApiError(400, "the JSON body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -122,6 +141,8 @@ def parse_json_image(data: bytes) -> np.ndarray:
         ) from None
     except RecursionError:
         raise ApiError(400, "the JSON body is nested too deeply") from None
+    except ValueError as exc:  # any other refusal of the parser is still the body's fault
+        raise ApiError(400, f"the body is not valid JSON ({exc})") from None
     if isinstance(obj, dict):
         if "image" not in obj:
             raise ApiError(422, "a JSON object needs an 'image' field holding a 28×28 array")

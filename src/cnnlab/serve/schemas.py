@@ -32,10 +32,11 @@ class FeatureMapLayer(BaseModel):
 class PredictResponse(BaseModel):
     """What ``POST /api/predict`` answers."""
 
-    prediction: str
-    confidence: float
-    top: list[ClassProbability]
-    probabilities: dict[str, float]
+    prediction: str | None = Field(description="the class; null for a blank image")
+    blank: bool = Field(description="true when the image has no ink (nothing is predicted)")
+    confidence: float | None = None
+    top: list[ClassProbability] | None = None
+    probabilities: dict[str, float] | None = None
     input: list[list[int]] = Field(description="the 28×28 uint8 image the model received")
     feature_maps: list[FeatureMapLayer] | None = None
     timing_ms: dict[str, float]

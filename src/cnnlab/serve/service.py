@@ -21,6 +21,7 @@ from torch import nn
 from cnnlab.data.prepare import prepare_digit
 from cnnlab.errors import CnnlabError
 from cnnlab.models.trace import trace_layers
+from cnnlab.predict import is_blank
 from cnnlab.runs import Run
 from cnnlab.serve.inputs import SIZE, ApiError, Limits, check_image_header
 from cnnlab.serve.pictures import layer_feature_maps
@@ -65,9 +66,13 @@ class ModelService:
         self._info_lock = threading.Lock()
 
     def prepare_image(self, data: bytes) -> np.ndarray:
-        """Check an encoded image's header, then prepare it as ``cnnlab predict`` does."""
-        check_image_header(data, self.limits)
+        """Check an encoded image's header, then prepare it as ``cnnlab predict`` does.
+
+        Both happen inside ``decode_slots``: opening a file can already allocate (PIL reads
+        chunks, EXIF and palettes while parsing the header), so the bound covers it too.
+        """
         with self.decode_slots:
+            check_image_header(data, self.limits)
             try:
                 return prepare_digit(data, SIZE)
             except CnnlabError as exc:
@@ -80,7 +85,18 @@ class ModelService:
                 raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
 
     def predict(self, image: np.ndarray, features: bool = False) -> dict[str, Any]:
-        """Probabilities, top classes and (optionally) feature maps for a 28×28 uint8 image."""
+        """Probabilities, top classes and (optionally) feature maps for a 28×28 uint8 image.
+
+        An image without ink is answered ``{"prediction": None, "blank": True, ...}``, as
+        ``cnnlab predict --json`` does: any class would be a guess.
+        """
+        if is_blank(image):
+            return {
+                "prediction": None,
+                "blank": True,
+                "input": image.tolist(),
+                "timing_ms": {},
+            }
         batch = torch.from_numpy(np.ascontiguousarray(image))[None, None]
         predictor = self.run.predictor
         timing: dict[str, float] = {}
@@ -99,6 +115,7 @@ class ModelService:
         order = sorted(range(len(values)), key=lambda i: -values[i])
         result: dict[str, Any] = {
             "prediction": classes[order[0]],
+            "blank": False,
             "confidence": round(values[order[0]], 6),
             "top": [{"class": classes[i], "probability": round(values[i], 6)} for i in order[:3]],
             "probabilities": {c: round(v, 6) for c, v in zip(classes, values, strict=True)},

@@ -7,7 +7,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["tune_cpu_allocator"]
+__all__ = ["return_freed_memory", "tune_cpu_allocator"]
 
 _ALLOCATOR_TUNED = False
 
@@ -35,4 +35,29 @@ def tune_cpu_allocator() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     ok = mallopt(m_mmap_threshold, 1 << 30) == 1 and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
     _ALLOCATOR_TUNED = ok
+    return ok
+
+
+def return_freed_memory() -> bool:
+    """Give large freed blocks back to the system at once (Linux, glibc): for a server.
+
+    The opposite of :func:`tune_cpu_allocator`: a long-running process that decodes an
+    occasional large image should not keep that image's memory for its whole life. Fixed
+    128 KB thresholds (glibc's defaults, but fixed, so glibc does not raise them after the
+    first large free) serve large buffers with ``mmap`` and unmap them when freed. Returns
+    whether it is in effect.
+    """
+    global _ALLOCATOR_TUNED
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = mallopt(m_mmap_threshold, 128 * 1024) == 1 and mallopt(m_trim_threshold, 128 * 1024) == 1
+    if ok:
+        libc.malloc_trim(0)
+        _ALLOCATOR_TUNED = False
     return ok

@@ -212,6 +212,14 @@
   }
 
   function render(data, note) {
+    if (data.blank) {
+      // No ink reached the model: say so instead of showing a guess.
+      resetResult();
+      $("confidence").textContent = "blank: no ink found" + (note ? ` · ${note}` : "");
+      body.dataset.prediction = "blank";
+      drawInput(data.input);
+      return;
+    }
     const top = data.prediction;
     body.dataset.prediction = top;
     $("prediction").textContent = top;
