@@ -36,7 +36,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from tests.fuzzing import cases, full, fuzz_settings
+from tests.fuzzing import PeakMemory, cases, full, fuzz_settings
 
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
@@ -385,6 +385,15 @@ def _peak_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+MEMORY = PeakMemory()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_peak_memory(client: TestClient) -> None:
+    """Measure from after the model is trained and loaded: the cases' own memory."""
+    MEMORY.start()
+
+
 def test_fuzz_request_count() -> None:
     """All three sources ran, as many requests as this mode asks for."""
     total = sum(SENT.values())
@@ -392,6 +401,6 @@ def test_fuzz_request_count() -> None:
         f"\nHTTP fuzz: {dict(SENT)} = {total} requests; statuses {dict(sorted(STATUSES.items()))}"
     )
     # The in-process requests ran in this process: its peak covers their decoding.
-    print(f"this test process's peak RSS: {_peak_kb(os.getpid()) / 1024:.0f} MB")
+    print(f"in-process requests: {MEMORY.check()}")
     assert SENT["mutated"] and SENT["socket"] and SENT["hypothesis"]
     assert total >= (5000 if full() else 300)

@@ -31,7 +31,8 @@ MEMORY = PeakMemory()
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _own_peak_memory() -> None:
+def _own_peak_memory(digits_run: Path) -> None:
+    """Measure from after the model is trained and loaded: the cases' own memory."""
     MEMORY.start()
 
 
