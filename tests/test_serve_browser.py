@@ -226,6 +226,42 @@ def test_upload_png(page: Any, browser_run: TrainedRun, base_url: str, tmp_path:
         assert shown["prediction"] == "1"
 
 
+def test_upload_of_a_big_photo_is_shrunk_by_the_page(
+    page: Any, base_url: str, tmp_path: Path
+) -> None:
+    """A photo over the API's pixel limit is refused by the API, but the page shrinks it
+    first and shows the same answer as a small copy of the photo gets."""
+    import httpx
+
+    img = Image.new("RGB", (3000, 2400), (230, 228, 220))
+    ImageDraw.Draw(img).line([(1500, 300), (1500, 2100)], fill=(25, 25, 40), width=160)
+    path = tmp_path / "photo.png"
+    img.save(path)
+    direct = httpx.post(
+        f"{base_url}/api/predict", files={"file": ("photo.png", path.read_bytes(), "image/png")}
+    )
+    assert direct.status_code == 413
+    page.set_input_files("#upload", str(path))
+    shown = settled(page, 1)
+    assert shown["error"] == ""
+    assert "photo.png" in page.locator("#confidence").inner_text()
+    small = io.BytesIO()
+    img.resize((1024, 819), Image.Resampling.BOX).save(small, format="PNG")
+    api = httpx.post(
+        f"{base_url}/api/predict", files={"file": ("small.png", small.getvalue(), "image/png")}
+    ).json()
+    assert shown["prediction"] == api["prediction"]
+
+
+def test_blank_upload_says_blank(page: Any, tmp_path: Path) -> None:
+    path = tmp_path / "white.png"
+    Image.new("L", (200, 200), 255).save(path)
+    page.set_input_files("#upload", str(path))
+    page.wait_for_selector("body[data-prediction='blank'][data-settled='1']", timeout=30_000)
+    assert page.locator("#prediction").inner_text().strip() == "–"
+    assert "blank: no ink found" in page.locator("#confidence").inner_text()
+
+
 def test_model_panel(page: Any) -> None:
     assert "seed000-cnn" in page.locator("#model-line").inner_text()
     assert page.locator("#layers tbody tr").count() >= 8

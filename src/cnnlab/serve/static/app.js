@@ -5,6 +5,10 @@
 (() => {
   const STROKE = 20; // px on the 280×280 canvas: about 2 px after scaling to MNIST's 20 px box
   const LIVE_MS = 120; // while drawing, at most one request per this many milliseconds
+  // Uploads with a longer side over this are shrunk here before sending: a phone photo
+  // of a digit then fits the server's pixel and body limits, and nothing is lost, as
+  // the model sees 28×28 pixels.
+  const UPLOAD_SIDE = 1024;
 
   const $ = (id) => document.getElementById(id);
   const pad = $("pad");
@@ -108,7 +112,8 @@
     if (!file) return;
     clearPad();
     const form = new FormData();
-    form.append("file", file, file.name);
+    const small = await shrunk(file);
+    form.append("file", small || file, file.name);
     inFlight = true;
     setSettled();
     try {
@@ -118,6 +123,30 @@
       setSettled();
     }
   });
+
+  // The file as a PNG no larger than UPLOAD_SIDE a side, or null to send it as it is
+  // (small enough already, or a format this browser cannot decode: the server says why).
+  async function shrunk(file) {
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file);
+    } catch (_) {
+      return null;
+    }
+    const scale = UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height);
+    if (scale >= 1) {
+      bitmap.close();
+      return null;
+    }
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+    const c = canvas.getContext("2d");
+    c.imageSmoothingQuality = "high";
+    c.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    return await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  }
 
   function predict() {
     if (!dirty) return;
