@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="run folder (default: train a small one)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        help="the server's --max-pixels (default: its own default); e.g. 16777216 to "
+        "measure a 4096×4096 image decoded instead of refused",
+    )
     args = parser.parse_args(argv)
     if not Path("/proc/self/clear_refs").exists():
         raise SystemExit("this benchmark reads /proc: Linux only")
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         base = f"http://{HOST}:{port}"
         cmd = [sys.executable, "-m", "cnnlab", "serve", str(run), "--port", str(port)]
         cmd += ["--log-level", "warning"]
+        if args.max_pixels:
+            cmd += ["--max-pixels", str(args.max_pixels)]
         server = subprocess.Popen(cmd, env=os.environ.copy())
         try:
             wait_until_up(base, server)
