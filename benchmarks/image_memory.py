@@ -3,8 +3,8 @@
 Each case runs in a fresh Python process, so peaks never mix: the process imports the
 preparation code, records its resident memory, prepares the file once, and reports its
 high-water mark (VmHWM) minus that baseline. "before" is prepare.py as a git revision
-had it (default ``main``), loaded from ``git show`` into a temporary module; "after" is
-the working tree's.
+had it (default ``faebbed``, the last before reduced decoding), loaded from ``git show``
+into a temporary module; "after" is the working tree's.
 
     python benchmarks/image_memory.py --out benchmarks/results/<date>/image_memory.json
 """
@@ -96,7 +96,11 @@ def measure(module: Path, image: Path) -> dict[str, float]:
 def main() -> None:
     """Measure every case with both versions and write the JSON and a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", default="main", help="git revision for 'before'")
+    parser.add_argument(
+        "--reference",
+        default="faebbed",
+        help="git revision for 'before' (default: the last one before reduced decoding)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="processes per case")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     parser.add_argument("--skip-before", action="store_true", help="measure only 'after'")
@@ -138,7 +142,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {
-            "machine": describe(__file__),
+            "machine": describe("image_memory.py"),
             "command": " ".join(sys.argv),
             "reference": args.reference,
             "repeats": args.repeats,
