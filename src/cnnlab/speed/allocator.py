@@ -10,6 +10,21 @@ import sys
 __all__ = ["return_freed_memory", "tune_cpu_allocator"]
 
 _ALLOCATOR_TUNED = False
+# mallopt's parameter numbers (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _set_thresholds(mmap_bytes: int, trim_bytes: int) -> ctypes.CDLL | None:
+    """Set glibc's mmap and trim thresholds; the C library when both took, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    ok = mallopt(_M_MMAP_THRESHOLD, mmap_bytes) == 1 and mallopt(_M_TRIM_THRESHOLD, trim_bytes) == 1
+    return libc if ok else None
 
 
 def tune_cpu_allocator() -> bool:
@@ -25,17 +40,10 @@ def tune_cpu_allocator() -> bool:
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:
         return True
-    if os.environ.get("CNNLAB_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get("CNNLAB_TUNE_MALLOC", "1") == "0":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = mallopt(m_mmap_threshold, 1 << 30) == 1 and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
-    _ALLOCATOR_TUNED = ok
-    return ok
+    _ALLOCATOR_TUNED = _set_thresholds(1 << 30, (1 << 31) - 1) is not None
+    return _ALLOCATOR_TUNED
 
 
 def return_freed_memory() -> bool:
@@ -48,16 +56,9 @@ def return_freed_memory() -> bool:
     whether it is in effect.
     """
     global _ALLOCATOR_TUNED
-    if not sys.platform.startswith("linux"):
+    libc = _set_thresholds(128 * 1024, 128 * 1024)
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = mallopt(m_mmap_threshold, 128 * 1024) == 1 and mallopt(m_trim_threshold, 128 * 1024) == 1
-    if ok:
-        libc.malloc_trim(0)
-        _ALLOCATOR_TUNED = False
-    return ok
+    libc.malloc_trim(0)
+    _ALLOCATOR_TUNED = False
+    return True
