@@ -9,6 +9,7 @@ the same ``state_dict`` as torch's.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -73,6 +74,18 @@ class _LeanFusedStep(torch.optim.Optimizer):
             )
         return lists
 
+    def _torch_step(self, closure: Any) -> Any:
+        """torch's own step. Its wrapper sets the grad mode and marks graph breaks for
+        torch.compile, importing ``torch._dynamo`` (about 2 s on a small CPU) to do so;
+        while nothing has loaded dynamo nothing is compiling, so the wrapped step runs
+        directly, in the grad mode the wrapper would set."""
+        step = super().step
+        plain = getattr(step, "__wrapped__", None)
+        if plain is None or "torch._dynamo" in sys.modules:
+            return step(closure)
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return plain(self, closure)
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         """One Adam step over every parameter, as ``torch.optim.Adam.step``."""
@@ -85,13 +98,13 @@ class _LeanFusedStep(torch.optim.Optimizer):
         if lean and self._lists is None:
             self._lists = self._build_lists()
         if not lean or self._lists is None:
-            return super().step(closure)
+            return self._torch_step(closure)
         work = []
         for group, params, moments, squares, counters in self._lists:
             grads = [p.grad for p in params]
             if any(g is None for g in grads):
                 self._lists = None
-                return super().step(closure)
+                return self._torch_step(closure)
             work.append((group, params, grads, moments, squares, counters))
         for group, params, grads, moments, squares, (counters, steps) in work:
             if not params:

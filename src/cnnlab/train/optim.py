@@ -10,6 +10,7 @@ import torch
 from cnnlab.config import DEFAULTS, OPTIMIZERS, SCHEDULES, check_option
 from cnnlab.errors import CnnlabError
 from cnnlab.speed.optim import LeanAdam, LeanAdamW
+from cnnlab.speed.startup import defer_dynamo_import
 
 __all__ = ["DEFAULT_LR", "OPTIMIZERS", "SCHEDULES", "lr_factor", "make_optimizer"]
 
@@ -39,6 +40,7 @@ def make_optimizer(
     device, multi-tensor (foreach) ones elsewhere.
     """
     check_option("optimizer", name)
+    defer_dynamo_import()  # torch's optimizers would import torch.compile's machinery
     lr = DEFAULT_LR[name] if lr is None else lr
     check_option("lr", lr)
     check_option("weight_decay", weight_decay)
