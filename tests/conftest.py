@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cnnlab.data import write_idx
 
@@ -33,6 +35,19 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     """Never touch the user's cache or the internet from a test."""
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("CNNLAB_MIRRORS", "http://127.0.0.1:9/")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_threads() -> Iterator[None]:
+    """Commands run in-process set the process's threads (``--threads auto`` by default);
+    each test starts from torch's own count, fixed, so that in-process comparisons of two
+    trainings stay bit-exact."""
+    from cnnlab.speed import threads
+
+    count = torch.get_num_threads()
+    threads.set_threads(count)
+    yield
+    threads.set_threads(count)
 
 
 def real_mnist_dir() -> Path | None:

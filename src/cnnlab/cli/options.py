@@ -41,19 +41,25 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def threads_value(text: str) -> int | str:
+    """``auto`` or a positive thread count."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def add_threads(p: argparse.ArgumentParser) -> None:
     """The ``--threads`` option of commands that compute on the CPU."""
     p.add_argument(
         "--threads",
-        type=positive_int,
-        help="CPU threads for torch (default: one per core); 1 is faster when other "
-        "programs keep the cores busy",
+        type=threads_value,
+        default="auto",
+        metavar="auto|N",
+        help="CPU threads for torch (default auto: chosen by timing the steps, and again "
+        "when other programs load the machine); a fixed N gives bit-identical runs",
     )
 
 
 def set_threads(args: argparse.Namespace) -> None:
-    """Apply ``--threads`` when given."""
-    if getattr(args, "threads", None):
-        import torch
+    """Apply ``--threads`` to this process."""
+    from cnnlab.speed.threads import set_threads as apply
 
-        torch.set_num_threads(args.threads)
+    apply(getattr(args, "threads", "auto"))

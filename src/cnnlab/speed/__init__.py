@@ -15,7 +15,11 @@ Models stay plain ``torch.nn``; the speed layer works from outside them:
 - :class:`LeanAdam` and :class:`LeanAdamW` (``optim.py``) call torch's fused Adam kernel
   without rebuilding its argument lists every step;
 - :func:`tune_cpu_allocator` (``allocator.py``) keeps freed memory in the heap for the
-  next step.
+  next step;
+- :class:`ThreadPolicy` (``threads.py``) picks the CPU thread count by timing the steps,
+  again whenever the load changes (``--threads auto``);
+- :func:`defer_dynamo_import` (``startup.py``) keeps torch's optimizers from importing
+  ``torch._dynamo`` when nothing compiles.
 
 What each piece buys, measured, is in docs/benchmarks.md.
 """
@@ -24,5 +28,17 @@ from cnnlab.speed.allocator import tune_cpu_allocator
 from cnnlab.speed.native import native_status as status
 from cnnlab.speed.optim import LeanAdam, LeanAdamW
 from cnnlab.speed.rewrite import RULES, speed_up
+from cnnlab.speed.startup import defer_dynamo_import
+from cnnlab.speed.threads import ThreadPolicy, set_threads
 
-__all__ = ["RULES", "LeanAdam", "LeanAdamW", "speed_up", "status", "tune_cpu_allocator"]
+__all__ = [
+    "RULES",
+    "LeanAdam",
+    "LeanAdamW",
+    "ThreadPolicy",
+    "defer_dynamo_import",
+    "set_threads",
+    "speed_up",
+    "status",
+    "tune_cpu_allocator",
+]

@@ -28,6 +28,7 @@ from cnnlab.data.loader import Preprocess, TensorBatches
 from cnnlab.errors import CnnlabError
 from cnnlab.hardware import has_convolutions, pick_device, pick_precision
 from cnnlab.predict import Predictor
+from cnnlab.speed.threads import policy_for
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.progress import ProgressBar
@@ -181,6 +182,8 @@ class Trainer:
         self.device = pick_device(device)
         if self.device.type == "cpu":
             speed.tune_cpu_allocator()
+        # None unless this process runs "auto" threads (cnnlab.speed.threads.set_threads)
+        self.threads = policy_for(self.device)
         self.precision = pick_precision(precision, self.device)
         self.channels_last = has_convolutions(model) if channels_last is None else channels_last
         self.model = model.to(self.device)
@@ -352,6 +355,8 @@ class Trainer:
         # Each step writes its loss and predictions into buffers (two operations, not
         # the five of running sums); the epoch's figures are computed once at the end.
         metrics = _EpochMetrics(len(batches), batches.num_samples, self.device)
+        if self.threads is not None:
+            self.threads.pause()  # the time since the last epoch's last step is no step
         start = time.perf_counter()
         for i, (xb, yb) in enumerate(batches, 1):
             if self.total_steps and self.step >= self.total_steps:
@@ -359,6 +364,8 @@ class Trainer:
             self._set_lr(factor(self.step))
             loss, logits = self.train_step(xb, yb)
             metrics.add(loss, logits, yb)
+            if self.threads is not None:
+                self.threads.tick()
             if bar.due(i):  # a terminal redraw, at most ~10 a second
                 bar.update(i, metrics.result())
         return {

@@ -1,0 +1,162 @@
+"""How many CPU threads torch uses: chosen by timing the work, and chosen again as load changes.
+
+On an idle 2-core CPU two threads train the tutorials' networks about 1.3× faster than
+one. Beside one other busy program they train 3–4× *slower* than one: every operator
+ends at a barrier where the thread that shares its core with the other program is
+waited for (a yielding OpenMP wait policy does not change that; it is the sharing of
+the core, not the spinning). No fixed setting is right for a laptop whose load comes
+and goes, so :class:`ThreadPolicy` measures.
+
+It runs a few steps with each candidate count (a *trial*), keeps the fastest, and
+watches the step time: when steps grow 1.5× slower than the trial measured, or after
+a hold time (2 s, doubled each time a trial confirms the choice, at most 16 s; so that
+a machine that became idle is noticed too), it runs a trial again. A trial costs a few
+steps at the slower setting.
+
+Thread counts change floating-point summation order: two runs that chose different
+counts give weights that differ in rounding. Fixed ``--threads N`` gives bit-identical
+runs and resumes; ``--threads auto`` (the command line's default) gives speed.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections import deque
+
+import torch
+
+__all__ = ["ThreadPolicy", "candidate_threads", "policy_for", "set_threads", "usable_cores"]
+
+_auto = False
+
+
+def set_threads(threads: int | str) -> None:
+    """This process's CPU threads: a count (as ``torch.set_num_threads``, bit-identical
+    runs) or ``"auto"`` (a :class:`ThreadPolicy` in each trainer: speed on a busy machine)."""
+    global _auto
+    if threads == "auto":
+        _auto = True
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be 'auto' or a positive count, not {threads!r}")
+    _auto = False
+    torch.set_num_threads(threads)
+
+
+def policy_for(device: torch.device, **options: float) -> ThreadPolicy | None:
+    """A fresh policy (with ``options``) when this process runs ``"auto"`` threads on the
+    CPU, else None."""
+    return ThreadPolicy(**options) if _auto and device.type == "cpu" else None  # type: ignore[arg-type]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def candidate_threads(cores: int | None = None) -> list[int]:
+    """The counts a trial compares: every core, half of them, and one."""
+    n = usable_cores() if cores is None else cores
+    return sorted({n, max(1, n // 2), 1}, reverse=True)
+
+
+class ThreadPolicy:
+    """Picks torch's intra-op thread count by timing steps; call :meth:`tick` after each.
+
+    Args:
+        candidates: thread counts to compare (default :func:`candidate_threads`).
+        trial_steps: timed steps per candidate in a trial (one more is run and not
+            timed after each switch, while the new thread team warms up).
+        slower: a held choice is tried again when its recent steps take this many
+            times the trial's figure.
+        hold: seconds before the first re-trial; doubled each time a trial confirms
+            the choice, up to ``max_hold``.
+    """
+
+    def __init__(
+        self,
+        candidates: list[int] | None = None,
+        *,
+        trial_steps: int = 5,
+        slower: float = 1.5,
+        hold: float = 2.0,
+        max_hold: float = 16.0,
+    ) -> None:
+        self.candidates = candidates or candidate_threads()
+        self.trial_steps = trial_steps
+        self.slower = slower
+        self.first_hold, self.max_hold = hold, max_hold
+        self.hold = hold
+        self.chosen = torch.get_num_threads()
+        self.trials = 0
+        #: Steps run at each thread count, for the record (metrics, benchmarks).
+        self.steps_at: dict[int, int] = {}
+        self._last: float | None = None
+        self._queue: list[int] = []  # candidates still to time in this trial
+        self._times: list[float] = []
+        self._scores: dict[int, float] = {}
+        self._recent: deque[float] = deque(maxlen=trial_steps)
+        self._until = 0.0
+        self._warmup = 0
+        if len(self.candidates) > 1:
+            self._start_trial()
+
+    def _use(self, threads: int) -> None:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+            self._warmup = 1
+        self._times = []
+
+    def _start_trial(self) -> None:
+        self.trials += 1
+        current = torch.get_num_threads()
+        # Time the current count first: no switch, no warm-up step.
+        self._queue = sorted(self.candidates, key=lambda n: n != current)
+        self._scores = {}
+        self._use(self._queue[0])
+
+    def _finish_trial(self) -> None:
+        best = min(self._scores, key=self._scores.__getitem__)
+        self.hold = min(2 * self.hold, self.max_hold) if best == self.chosen else self.first_hold
+        self.chosen = best
+        self._use(best)
+        self._recent.clear()
+        self._until = time.perf_counter() + self.hold
+
+    def tick(self) -> None:
+        """Record that one step has finished; switch thread counts when the policy says."""
+        now = time.perf_counter()
+        last, self._last = self._last, now
+        threads = torch.get_num_threads()
+        self.steps_at[threads] = self.steps_at.get(threads, 0) + 1
+        if last is None or len(self.candidates) < 2:
+            return
+        if self._warmup:
+            self._warmup -= 1
+            return
+        step = now - last
+        if self._queue:  # in a trial
+            self._times.append(step)
+            if len(self._times) >= self.trial_steps:
+                self._scores[self._queue.pop(0)] = statistics.median(self._times)
+                if self._queue:
+                    self._use(self._queue[0])
+                else:
+                    self._finish_trial()
+            return
+        self._recent.append(step)
+        slow = (
+            len(self._recent) == self._recent.maxlen
+            and statistics.median(self._recent) > self.slower * self._scores[self.chosen]
+        )
+        if slow or now >= self._until:
+            self._start_trial()
+
+    def pause(self) -> None:
+        """Forget the time since the last step (call before work that is not a step,
+        such as a validation pass, so that it is not counted as one)."""
+        self._last = None
