@@ -14,12 +14,16 @@ the median of the first epochs (it includes Keras' graph tracing and both framew
 warm-up) and, separately, the median of every later epoch of every run; the ratio
 cnnlab/Keras is taken on the later epochs (below 1: cnnlab is faster).
 
+``--busy`` runs one CPU-bound competitor (``sh -c 'while :; do :; done'``) beside every
+measured process, cnnlab's and Keras' alike: a learner's laptop is never idle.
+
 ``--full`` instead trains each tutorial's whole schedule once per framework (5 epochs
 for seed000 and seed004, 10 for seed002, 20,000 steps for seed003) and reports the test
 accuracy of each next to the timing. ``--limit N`` writes the first N training and test
 images to a temporary data folder that both frameworks read (for smoke tests).
 
     python benchmarks/epoch_time.py --runs 3 --epochs 2 --out epoch_time.json
+    python benchmarks/epoch_time.py --runs 3 --epochs 2 --busy --out epoch_time_busy.json
     python benchmarks/epoch_time.py --full --out epoch_time_full.json
     python benchmarks/epoch_time.py --runs 1 --epochs 2 --limit 2000 --models seed000-cnn
 """
@@ -103,10 +107,9 @@ def run_cnnlab(
     command += ["--json", "--quiet", "--out", str(out / "run")]
     if data_dir:
         command += ["--data-dir", data_dir]
-    env = None
     if args.threads:
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    proc = run_process(command, args.timeout, env)
+        command += ["--threads", str(args.threads)]
+    proc = run_process(command, args.timeout)
     result: dict[str, Any] = {"framework": "cnnlab", "wall_seconds": round(proc["wall_seconds"], 3)}
     if not proc["ok"]:
         return {**result, "error": proc["error"]}
@@ -233,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        help="CPU threads for both frameworks (torch via OMP_NUM_THREADS, TensorFlow's "
-        "intra-op pool via the Keras scripts' --threads); default: each framework's own",
+        help="CPU threads for both frameworks (cnnlab's --threads, TensorFlow's intra-op "
+        "pool via the Keras scripts' --threads); default: each framework's own (cnnlab: auto)",
+    )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="run a CPU-bound competitor (a shell busy loop) beside every measured process",
     )
     parser.add_argument("--timeout", type=float, help="seconds allowed per training process")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -262,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             "limit": args.limit,
             "device": args.device,
             "threads": args.threads,
+            "busy": args.busy,
             "keras_python": args.keras_python if keras else None,
         },
         "timing": "training steps of each epoch only (validation excluded), time.perf_counter; "
@@ -285,10 +294,11 @@ def main(argv: list[str] | None = None) -> int:
                 run_args = argparse.Namespace(**{**vars(args), "seed": args.seed + i})
                 sides = ["cnnlab", "keras"] if keras else ["cnnlab"]
                 for name in sides:
-                    if name == "cnnlab":
-                        result = run_cnnlab(model, batch, run_args, data_dir, work)
-                    else:
-                        result = run_keras(model, script, run_args, data_dir)
+                    with machine.competitor(args.busy):
+                        if name == "cnnlab":
+                            result = run_cnnlab(model, batch, run_args, data_dir, work)
+                        else:
+                            result = run_keras(model, script, run_args, data_dir)
                     runs[name].append(result)
                     shown = result.get("epoch_seconds") or result.get("error")
                     print(f"{model} {name} run {i + 1}/{args.runs}: {shown}", file=sys.stderr)

@@ -6,15 +6,39 @@ folder on ``sys.path``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+#: The competitor of ``--busy`` runs: one CPU-bound program, as a browser tab, an editor's
+#: indexer or a video call on a learner's laptop.
+BUSY_LOOP = ["sh", "-c", "while :; do :; done"]
+
+
+@contextlib.contextmanager
+def competitor(active: bool = True) -> Iterator[None]:
+    """Run :data:`BUSY_LOOP` beside the measured process: started before it (and given a
+    moment to be scheduled), killed after it. Not pinned to a core, as a user's other
+    programs are not. Does nothing when ``active`` is false."""
+    if not active:
+        yield
+        return
+    proc = subprocess.Popen(BUSY_LOOP)
+    try:
+        time.sleep(0.2)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def cpu_model() -> str:

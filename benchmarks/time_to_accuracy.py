@@ -13,6 +13,7 @@ Everything after ``--`` is passed to ``cnnlab train`` (default: ``--recipe speed
 
     python benchmarks/time_to_accuracy.py --seeds 3 --target 0.99 --out tta.json
     python benchmarks/time_to_accuracy.py --seeds 1 -- --model seed000-cnn --epochs 1
+    python benchmarks/time_to_accuracy.py --seeds 5 --busy   # beside a CPU-bound program
 """
 
 from __future__ import annotations
@@ -80,11 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        usage="%(prog)s [--seeds N] [--target F] [--out FILE] [-- CNNLAB-TRAIN-ARGS ...]",
+        usage="%(prog)s [--seeds N] [--target F] [--busy] [--out FILE] [-- CNNLAB-TRAIN-ARGS ...]",
     )
     parser.add_argument("--seeds", type=int, default=3, help="runs, with seeds 0..N-1 (3)")
     parser.add_argument("--target", type=float, default=0.99, help="test accuracy (0.99)")
     parser.add_argument("--timeout", type=float, help="seconds allowed per run")
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="run a CPU-bound competitor (a shell busy loop) beside every run",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(own)
     if args.seeds < 1 or not 0 < args.target <= 1:
@@ -98,12 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         **machine.describe("time_to_accuracy.py", argv),
         "train_command": shlex.join(["cnnlab", "train", *train_args]),
         "target": args.target,
+        "busy": args.busy,
         "timing": "whole process, start to exit (time.perf_counter around subprocess.run)",
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="tta-") as tmp:
         for seed in range(args.seeds):
-            run = one_run(train_args, seed, Path(tmp), args.timeout)
+            with machine.competitor(args.busy):
+                run = one_run(train_args, seed, Path(tmp), args.timeout)
             results["runs"].append(run)
             if "error" in run:
                 print(f"seed {seed}: FAILED after {run['wall_seconds']:.1f} s: {run['error']}")
