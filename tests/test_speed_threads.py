@@ -150,3 +150,14 @@ def test_long_predictions_follow_the_policy(monkeypatch: pytest.MonkeyPatch) -> 
     torch.testing.assert_close(auto, fixed)
     predictor.probabilities(images, batch_size=4)  # 4 batches: too few to time
     assert len(ticks) == 8
+
+
+def test_more_load_at_one_thread_tries_nothing(clock: Clock) -> None:
+    """Slower steps on one thread mean more load: more threads cannot help, so no trial
+    runs them (a trial at two threads on a busy machine costs three times a step)."""
+    torch.set_num_threads(2)
+    policy = ThreadPolicy([2, 1], hold=100.0, max_hold=100.0)
+    run(policy, clock, BUSY, 30)
+    assert policy.chosen == 1 and policy.trials == 1
+    used = run(policy, clock, lambda n: 3 * BUSY(n), 50)
+    assert used == [1] * 50 and policy.trials == 1

@@ -8,10 +8,11 @@ the core, not the spinning). No fixed setting is right for a laptop whose load c
 and goes, so :class:`ThreadPolicy` measures.
 
 It runs a few steps with each candidate count (a *trial*), keeps the fastest, and
-watches the step time: when steps grow 1.5× slower than the trial measured, or after
-a hold time (2 s, doubled each time a trial confirms the choice, at most 16 s; so that
-a machine that became idle is noticed too), it runs a trial again. A trial costs a few
-steps at the slower setting.
+watches the step time. When steps grow 1.5× slower than the trial measured, load has
+arrived and only fewer threads can help: it tries the smaller counts against the
+recent steps. After a hold time (2 s, doubled each time a trial confirms the choice, at
+most 16 s) it tries the other counts, so that a machine that became idle is noticed
+too. A trial costs a few steps at the slower setting.
 
 Thread counts change floating-point summation order: two runs that chose different
 counts give weights that differ in rounding. Fixed ``--threads N`` gives bit-identical
@@ -103,7 +104,7 @@ class ThreadPolicy:
         self._until = 0.0
         self._warmup = 0
         if len(self.candidates) > 1:
-            self._start_trial()
+            self._start_trial(self.candidates)
 
     def _use(self, threads: int) -> None:
         if torch.get_num_threads() != threads:
@@ -111,13 +112,20 @@ class ThreadPolicy:
             self._warmup = 1
         self._times = []
 
-    def _start_trial(self) -> None:
+    def _start_trial(self, counts: list[int]) -> None:
+        """Time each of ``counts`` for a few steps. The count in use is not run again
+        when its recent steps are known: their median is its figure."""
         self.trials += 1
         current = torch.get_num_threads()
-        # Time the current count first: no switch, no warm-up step.
-        self._queue = sorted(self.candidates, key=lambda n: n != current)
-        self._scores = {}
-        self._use(self._queue[0])
+        self._scores = {current: statistics.median(self._recent)} if self._recent else {}
+        # Without a figure for the count in use, time it first: no switch, no warm-up.
+        self._queue = sorted(
+            (n for n in counts if n not in self._scores), key=lambda n: n != current
+        )
+        if self._queue:
+            self._use(self._queue[0])
+        else:
+            self._finish_trial()
 
     def _finish_trial(self) -> None:
         best = min(self._scores, key=self._scores.__getitem__)
@@ -149,12 +157,19 @@ class ThreadPolicy:
                     self._finish_trial()
             return
         self._recent.append(step)
-        slow = (
-            len(self._recent) == self._recent.maxlen
-            and statistics.median(self._recent) > self.slower * self._scores[self.chosen]
-        )
-        if slow or now >= self._until:
-            self._start_trial()
+        if len(self._recent) < self.trial_steps:
+            return
+        recent = statistics.median(self._recent)
+        if recent > self.slower * self._scores[self.chosen]:
+            # Slower steps mean more load: only fewer threads can help.
+            fewer = [n for n in self.candidates if n < self.chosen]
+            if fewer:
+                self._start_trial(fewer)
+            else:
+                self._scores[self.chosen] = recent  # already the fewest: a slower machine
+        elif now >= self._until:
+            # The load may have left: try the other counts against the one in use.
+            self._start_trial(self.candidates)
 
     def pause(self) -> None:
         """Forget the time since the last step (call before work that is not a step,
