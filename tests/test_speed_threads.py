@@ -161,3 +161,17 @@ def test_more_load_at_one_thread_tries_nothing(clock: Clock) -> None:
     assert policy.chosen == 1 and policy.trials == 1
     used = run(policy, clock, lambda n: 3 * BUSY(n), 50)
     assert used == [1] * 50 and policy.trials == 1
+
+
+def test_trials_on_a_busy_machine_stay_cheap(clock: Clock) -> None:
+    """A count twice as slow is dropped after one timed step, and holds grow until the
+    trials cost under 5% of the time."""
+    torch.set_num_threads(2)
+    policy = ThreadPolicy([2, 1], hold=0.5, max_hold=16.0)
+    used = run(policy, clock, BUSY, 5000)  # a minute at one thread
+    at_two = used[10:].count(2)  # after the first trial
+    retrials = policy.trials - 1
+    assert retrials >= 3
+    assert at_two <= 2 * retrials  # a warm-up and one timed step each
+    extra = at_two * (BUSY(2) - BUSY(1))
+    assert extra / clock.now < 0.05

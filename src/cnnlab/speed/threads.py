@@ -12,7 +12,8 @@ watches the step time. When steps grow 1.5× slower than the trial measured, loa
 arrived and only fewer threads can help: it tries the smaller counts against the
 recent steps. After a hold time (2 s, doubled each time a trial confirms the choice, at
 most 16 s) it tries the other counts, so that a machine that became idle is noticed
-too. A trial costs a few steps at the slower setting.
+too. A trial costs a few steps at the slower setting (one, when it is twice as slow),
+and holds are long enough to keep that under 5% of the time.
 
 Thread counts change floating-point summation order: two runs that chose different
 counts give weights that differ in rounding. Fixed ``--threads N`` gives bit-identical
@@ -75,7 +76,9 @@ class ThreadPolicy:
         slower: a held choice is tried again when its recent steps take this many
             times the trial's figure.
         hold: seconds before the first re-trial; doubled each time a trial confirms
-            the choice, up to ``max_hold``.
+            the choice, up to ``max_hold``, and never so short that trials would cost
+            more than ``overhead`` of the time.
+        overhead: the share of time that trials at the slower counts may cost.
     """
 
     def __init__(
@@ -86,11 +89,13 @@ class ThreadPolicy:
         slower: float = 1.5,
         hold: float = 2.0,
         max_hold: float = 16.0,
+        overhead: float = 0.05,
     ) -> None:
         self.candidates = candidates or candidate_threads()
         self.trial_steps = trial_steps
         self.slower = slower
         self.first_hold, self.max_hold = hold, max_hold
+        self.overhead = overhead
         self.hold = hold
         self.chosen = torch.get_num_threads()
         self.trials = 0
@@ -129,7 +134,13 @@ class ThreadPolicy:
 
     def _finish_trial(self) -> None:
         best = min(self._scores, key=self._scores.__getitem__)
-        self.hold = min(2 * self.hold, self.max_hold) if best == self.chosen else self.first_hold
+        hold = min(2 * self.hold, self.max_hold) if best == self.chosen else self.first_hold
+        # What the next trial will cost over staying: a warm-up and the timed steps at
+        # each other count; hold long enough that this stays a small share of the time.
+        cost = sum(
+            (self.trial_steps + 1) * (score - self._scores[best]) for score in self._scores.values()
+        )
+        self.hold = min(max(hold, cost / self.overhead), self.max_hold)
         self.chosen = best
         self._use(best)
         self._recent.clear()
@@ -149,7 +160,10 @@ class ThreadPolicy:
         step = now - last
         if self._queue:  # in a trial
             self._times.append(step)
-            if len(self._times) >= self.trial_steps:
+            # A count twice as slow as the best timed so far is out after one step:
+            # on a busy machine that is every count but one, at three times the cost.
+            clearly_worse = bool(self._scores) and step > 2 * min(self._scores.values())
+            if clearly_worse or len(self._times) >= self.trial_steps:
                 self._scores[self._queue.pop(0)] = statistics.median(self._times)
                 if self._queue:
                     self._use(self._queue[0])
