@@ -14,7 +14,7 @@ the median of the first epochs (it includes Keras' graph tracing and both framew
 warm-up) and, separately, the median of every later epoch of every run; the ratio
 cnnlab/Keras is taken on the later epochs (below 1: cnnlab is faster).
 
-``--busy`` runs one CPU-bound competitor (``sh -c 'while :; do :; done'``) beside every
+``--busy`` runs one CPU-bound competitor (a shell busy loop) beside every
 measured process, cnnlab's and Keras' alike: a learner's laptop is never idle.
 
 ``--full`` instead trains each tutorial's whole schedule once per framework (5 epochs

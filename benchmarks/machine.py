@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 #: The competitor of ``--busy`` runs: one CPU-bound program, as a browser tab, an editor's
-#: indexer or a video call on a learner's laptop.
-BUSY_LOOP = ["sh", "-c", "while :; do :; done"]
+#: indexer or a video call on a learner's laptop. It spins while the benchmark lives
+#: (``kill -0`` is a shell builtin), so a benchmark stopped by a signal leaves none behind.
+BUSY_LOOP = ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do :; done"]
 
 
 @contextlib.contextmanager
