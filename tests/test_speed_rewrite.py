@@ -245,7 +245,7 @@ def test_speed_up_trains_like_the_plain_model() -> None:
 
 
 def test_rules_are_named() -> None:
-    assert set(RULES) == {"pooling", "conv1", "linear", "dropout"}
+    assert set(RULES) == {"pooling", "conv1", "batchnorm", "linear", "dropout"}
     model = create_model("seed002-cnn")
     assert stand_ins(speed_up(model, rules={"dropout"})) == ["FastDropout", "FastDropout"]
     assert stand_ins(speed_up(model, rules={"linear"})) == ["SmallLinear", "SmallLinear"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cnnlab.speed.batchnorm import batch_norm
 from cnnlab.speed.conv import autocast_dtype, conv1, conv1_pool
 from cnnlab.speed.dropout import dropout
 from cnnlab.speed.pooling import max_pool2
@@ -109,6 +110,25 @@ class OneChannelConvPool(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         relu = self.activation == "relu"
         y = conv1_pool(x, self.conv.weight, self.conv.bias, self.padding, relu=relu)
+        return _activate(y, self.activation)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
+
+
+class BatchNormActivation(nn.Module):
+    """An ``nn.BatchNorm2d`` and the activation right after it (``None``, ``"relu"``,
+    ``"sigmoid"`` or ``"tanh"``): in training, by the native passes of
+    :func:`cnnlab.speed.batchnorm.batch_norm` with a ReLU inside them; in evaluation, by
+    torch's operators."""
+
+    def __init__(self, bn: nn.BatchNorm2d, activation: str | None = None) -> None:
+        super().__init__()
+        self.bn = bn
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = batch_norm(x, self.bn, relu=self.activation == "relu")
         return _activate(y, self.activation)
 
     def extra_repr(self) -> str:

@@ -128,6 +128,16 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         pool_backward.argtypes = [p, p, p, p, p, *shape]
         for fn in (forward, backward, pool_forward, pool_backward):
             fn.restype = ctypes.c_int
+    for dtype in ("bf16", "f32"):
+        stats = getattr(lib, f"bn_stats_{dtype}")
+        stats.argtypes = [p, n, n, p, p]  # x, M, C, mean, var
+        stats.restype = ctypes.c_int
+        apply = getattr(lib, f"bn_apply_{dtype}")
+        apply.argtypes = [p, p, n, n, p, p, p, ctypes.c_int]  # x, y, M, C, mean, scale, bias, relu
+        apply.restype = ctypes.c_int
+        backward = getattr(lib, f"bn_backward_{dtype}")
+        backward.argtypes = [p, p, p, n, n, p, p, p, p, ctypes.c_int, p, p]
+        backward.restype = ctypes.c_int
     lib.pool2_block_bf16.argtypes = []
     lib.pool2_block_bf16.restype = ctypes.c_int
     return lib

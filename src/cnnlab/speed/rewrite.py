@@ -10,6 +10,9 @@ the graph of layer calls is rewritten by a few rules, each with a name:
     a convolution of one-channel images becomes a native
     :class:`~cnnlab.speed.modules.OneChannelConv`, or, with the pooling after it (and
     its activation), one :class:`~cnnlab.speed.modules.OneChannelConvPool`;
+``batchnorm``
+    an ``nn.BatchNorm2d`` (and the activation right after it) becomes a
+    :class:`~cnnlab.speed.modules.BatchNormActivation`: native passes in training;
 ``linear``
     an ``nn.Linear`` becomes a :class:`~cnnlab.speed.modules.SmallLinear`;
 ``dropout``
@@ -39,6 +42,7 @@ from torch import fx, nn
 
 from cnnlab.speed.modules import (
     MONOTONIC,
+    BatchNormActivation,
     FastDropout,
     OneChannelConv,
     OneChannelConvPool,
@@ -48,7 +52,7 @@ from cnnlab.speed.modules import (
     is_pool2,
 )
 
-RULES = ("pooling", "conv1", "linear", "dropout")
+RULES = ("pooling", "conv1", "batchnorm", "linear", "dropout")
 
 _ACTIVATION_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
 _ACTIVATION_FUNCTIONS: dict[Callable[..., torch.Tensor], str] = {
@@ -137,6 +141,12 @@ def _rewrite(g: _Graph, node: fx.Node, rules: Collection[str]) -> bool:
     if "pooling" in rules and (pooled := _pool_chain(g, node)) is not None:
         chain, act = pooled
         g.replace(chain, PoolActivation(act))
+        return True
+    if "batchnorm" in rules and type(module) is nn.BatchNorm2d:
+        after = g.next(node)
+        act = g.activation(after)
+        chain = [node, after] if act and after is not None else [node]
+        g.replace(chain, BatchNormActivation(module, act))  # type: ignore[arg-type]
         return True
     if "linear" in rules and type(module) is nn.Linear:
         g.replace([node], SmallLinear(module))
