@@ -173,6 +173,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _length(metrics: dict, steps: int | None) -> str:
+    """How long a run trained: ``350 steps`` when it was told a number of steps, else
+    ``3 epochs`` (or ``1 epoch``)."""
+    if steps:
+        return f"{metrics['steps']:,} steps"
+    epochs = metrics["epochs"]
+    return f"{epochs} epoch{'s' if epochs != 1 else ''}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.runs import train_run
 
@@ -208,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(
             f"test accuracy {100 * m['test_accuracy']:.2f}%{tta}  test loss "
             f"{m['test_loss']:.4f}  ({m['dataset']}, {m['test_samples']:,} test images; "
-            f"{m['epochs']} epochs, {m['train_seconds']:.1f} s on {m['device']}, "
+            f"{_length(m, result.config.steps)}, {m['train_seconds']:.1f} s on {m['device']}, "
             f"{m.get('precision', 'fp32')})"
         )
         print(f"run folder: {result.path}")

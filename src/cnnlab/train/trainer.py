@@ -350,7 +350,8 @@ class Trainer:
         self, batches: TensorBatches, factor: Any, final_epoch: int
     ) -> dict[str, float]:
         self.model.train()
-        bar = ProgressBar(len(batches), self.epoch + 1, final_epoch, enabled=self.progress)
+        steps = min(len(batches), self.total_steps - self.step)  # a last, partial epoch
+        bar = ProgressBar(steps, self.epoch + 1, final_epoch, enabled=self.progress)
         self._bar = bar
         # Each step writes its loss and predictions into buffers (two operations, not
         # the five of running sums); the epoch's figures are computed once at the end.
