@@ -8,6 +8,10 @@
   under bf16 autocast: as the training loop ran it before (torch's convolution, oneDNN,
   then the speed layer's native pooling, ``speed_up(layers, rules={"pooling"})``)
   against the whole speed layer's :func:`cnnlab.speed.conv.conv1_pool`.
+- **Batch norm**: forward and backward of a training-mode ``BatchNorm2d`` and the ReLU
+  after it on the ``speedrun-cnn`` shapes (batch 128: 24 × 12 × 12 and 32 × 5 × 5,
+  channels-last, bf16 and fp32): torch's operators against the speed layer's
+  :func:`cnnlab.speed.batchnorm.batch_norm`.
 - **Dropout**: the training-mode forward of the speed layer's
   :class:`~cnnlab.speed.modules.FastDropout` (its mask in one native pass, or from 16-bit
   slices of random int64 words without the native kernels) against
@@ -34,6 +38,7 @@ from torch import nn
 
 from cnnlab.models import create_model
 from cnnlab.speed import speed_up
+from cnnlab.speed.batchnorm import batch_norm
 from cnnlab.speed.modules import FastDropout
 from cnnlab.train.optim import make_optimizer
 
@@ -94,6 +99,25 @@ def first_layer(model_id: str, native: bool) -> Callable[[], object]:
     return step
 
 
+#: speedrun-cnn's batch norms, batch 128: (channels, height, width)
+BATCH_NORMS = [(24, 12, 12), (32, 5, 5)]
+
+
+def bn_relu(shape: tuple[int, ...], dtype: torch.dtype, native: bool) -> Callable[[], object]:
+    """Forward and backward of a training batch norm and its ReLU, torch's or native."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(shape[1])
+    x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+
+    def call() -> None:
+        y = batch_norm(x, bn, relu=True) if native else F.relu(bn(x))
+        y.backward(grad)
+
+    return call
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="seed003-deep-mnist", help="(seed003-deep-mnist)")
@@ -116,6 +140,11 @@ def main() -> None:
            per_call_ms(first_layer(model, native), args.calls, args.repeats))
           for model in FIRST_LAYERS
           for name, native in (("torch + native pooling", False), ("cnnlab conv1_pool", True))),
+        *((f"batch norm + ReLU, 128×{c}×{h}×{w} {str(dtype)[6:]}, {name}",
+           per_call_ms(bn_relu((128, c, h, w), dtype, native), args.calls, args.repeats))
+          for c, h, w in BATCH_NORMS
+          for dtype in (torch.bfloat16, torch.float32)
+          for name, native in (("torch", False), ("cnnlab batch_norm", True))),
         (f"dropout p={args.p} on {tuple(x.shape)}, torch F.dropout",
          per_call_ms(lambda: F.dropout(x, args.p, True), args.calls, args.repeats)),
         (f"dropout p={args.p} on {tuple(x.shape)}, cnnlab FastDropout",
