@@ -64,3 +64,33 @@ def test_with_dynamo_loaded_the_optimizer_takes_torchs_marked_path() -> None:
     loaded = _run(code.format(pre="import torch._dynamo"))
     assert lazy.split()[0] == "False" and loaded.split()[0] == "True"
     assert lazy.split()[1] == loaded.split()[1]
+
+
+def test_every_optimizer_steps_without_dynamo_and_as_torch_does() -> None:
+    """SGD, Nesterov, Adagrad and Adadelta (torch's steps wrapped to mark graph breaks):
+    no dynamo import, step hooks still called, and the same weights as with dynamo
+    loaded, where torch's own wrapper runs."""
+    code = """
+        import sys, torch
+        {pre}
+        from cnnlab.train.optim import make_optimizer
+        out = []
+        for name in ("sgd", "nesterov", "adagrad", "adadelta"):
+            torch.manual_seed(0)
+            model = torch.nn.Linear(4, 3)
+            opt = make_optimizer(name, model.parameters(), lr=0.1, momentum=0.9)
+            calls = []
+            opt.register_step_pre_hook(lambda *a: calls.append(1))
+            for _ in range(3):
+                model(torch.ones(2, 4)).square().sum().backward()
+                opt.step()
+                opt.zero_grad()
+            assert not model.weight.requires_grad or model.weight.grad is None
+            out.append(f"{{name}}:{{len(calls)}}:{{model.weight.sum().item():.9g}}")
+        print("torch._dynamo" in sys.modules, " ".join(out))
+    """
+    lazy = _run(code.format(pre=""))
+    loaded = _run(code.format(pre="import torch._dynamo"))
+    assert lazy.split()[0] == "False" and loaded.split()[0] == "True"
+    assert lazy.split()[1:] == loaded.split()[1:]
+    assert all(part.split(":")[1] == "3" for part in lazy.split()[1:])

@@ -11,6 +11,11 @@ has not been imported by anything else, nothing can be compiling, so the method 
 as it is; once something has imported it (``torch.compile``, ``--compile``), the stand-in
 builds torch's own marker and uses it from then on. Compiled code therefore sees the
 same thing as before, and uncompiled code skips the import.
+
+The ``step`` of SGD, Adagrad, Adadelta and torch's other optimizers is wrapped by
+``_use_grad_for_differentiable``, which imports ``torch._dynamo`` on every call to mark
+graph breaks around the step. The same stand-in applies: until dynamo is loaded the
+step runs directly, in the grad mode the wrapper would set.
 """
 
 from __future__ import annotations
@@ -46,6 +51,40 @@ def _lazy_disable(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def _lazy_grad_mode_step(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in for torch's ``_use_grad`` wrapper of an optimizer's ``step``: the
+    wrapped step in the optimizer's grad mode, or the wrapper once dynamo is loaded."""
+    plain = wrapper.__wrapped__  # type: ignore[attr-defined]
+
+    @functools.wraps(plain)
+    def step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" in sys.modules:
+            return wrapper(self, *args, **kwargs)
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return plain(self, *args, **kwargs)
+
+    return step
+
+
+def _defer_step_wrappers() -> bool:
+    """Give every torch optimizer whose ``step`` is torch's ``_use_grad`` wrapper the lazy
+    stand-in. A class whose ``step`` torch has already hooked (an instance exists) is left
+    as it is: the hook holds the wrapper."""
+    changed = False
+    for cls in vars(torch.optim).values():
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            continue
+        step = cls.__dict__.get("step")
+        code = getattr(step, "__code__", None)
+        if code is None or code.co_name != "_use_grad" or getattr(step, "hooked", False):
+            continue
+        if not code.co_filename.endswith("optimizer.py") or not hasattr(step, "__wrapped__"):
+            continue
+        cls.step = _lazy_grad_mode_step(step)  # type: ignore[method-assign]
+        changed = True
+    return changed
+
+
 def defer_dynamo_import() -> bool:
     """Let torch's optimizers run without importing ``torch._dynamo`` (see the module
     docstring); once per process. Returns whether any method was changed: False when
@@ -64,5 +103,6 @@ def defer_dynamo_import() -> bool:
         if getattr(fn, "__dynamo_disable", None) is None:
             fn.__dynamo_disable = _lazy_disable(fn)
             changed = True
+    changed = _defer_step_wrappers() or changed
     _done = True
     return changed
