@@ -381,6 +381,13 @@ def test_cli_trains_on_cifar10_in_colour(tmp_path: Path, capsys: pytest.CaptureF
     test = load_dataset("cifar10", "test", data_dir=tmp_path / "data")
     assert loaded.predict(test.images[:5]).shape == (5, 10)
     assert main(["summary", str(run)]) == 0
+    capsys.readouterr()
+    # resuming rebuilds the colour model from the run folder
+    code = main(
+        ["train", "--resume", str(run), "--epochs", "1", "--data-dir", str(tmp_path / "data")]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert len(json.loads((run / "history.json").read_text())) == 2
 
 
 def test_cli_error_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
