@@ -183,7 +183,12 @@ def extract_batches(archive: Path) -> Path:
             old = Path(tempfile.mkdtemp(prefix=f".{BATCH_DIR}.old.", dir=root))
             os.replace(target, old / BATCH_DIR)
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            # another process extracted the same archive in the meantime: use its folder
+            if not (marker.is_file() and marker.read_text(encoding="utf-8") == key):
+                raise CnnlabError(f"{target}: cannot store the extracted batches ({exc})") from None
         fsync_dir(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
