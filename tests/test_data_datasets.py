@@ -27,12 +27,12 @@ def _write_pair(folder: Path, images: np.ndarray, labels: np.ndarray, split: str
 
 
 def test_list_datasets() -> None:
-    assert list_datasets() == ["digits", "fashion-mnist", "kmnist", "mnist"]
+    assert list_datasets() == ["cifar10", "digits", "fashion-mnist", "kmnist", "mnist"]
 
 
 def test_unknown_name_and_split() -> None:
-    with pytest.raises(CnnlabError, match="digits, fashion-mnist, kmnist, mnist"):
-        load_dataset("cifar10")
+    with pytest.raises(CnnlabError, match="cifar10, digits, fashion-mnist, kmnist, mnist"):
+        load_dataset("cifar100")
     with pytest.raises(CnnlabError, match="'validation'"):
         load_dataset("digits", "validation")
 

@@ -136,7 +136,7 @@ class TrainConfig:
         metavar="NAME",
     )
     dataset: str | None = _option(
-        help="dataset: mnist, fashion-mnist, kmnist or digits", fallback="mnist"
+        help="dataset: mnist, fashion-mnist, kmnist, cifar10 or digits", fallback="mnist"
     )
     epochs: int | None = _option(
         help="epochs; with --resume, how many more", fallback=5, check=at_least(1)

@@ -167,7 +167,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         from cnnlab.runs import load_run
 
         run = load_run(target)
-        print(summary(run.model, run.spec.input_size, depth=args.depth))
+        print(summary(run.model, run.preprocess.input_size, depth=args.depth))
     else:
         print(summary(args.model, depth=args.depth, **args.model_args))
     return 0

@@ -1,4 +1,5 @@
-"""Datasets for cnnlab: IDX files, where to find them, tensors, and user images.
+"""Datasets for cnnlab: IDX files, CIFAR-10's binary batches, where to find them, tensors,
+and user images.
 
 ``load_dataset("mnist")`` gives whole uint8 tensors; ``prepare_digit(path)`` turns
 a user's picture into an MNIST-style 28x28 image.

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.data import cifar
 from cnnlab.data.digits import DIGITS_CLASSES, load_digits_split
 from cnnlab.data.idx import read_idx
 from cnnlab.data.sources import DATASET_SOURCES, locate
@@ -56,11 +57,16 @@ class ImageData:
 
 def list_datasets() -> list[str]:
     """Names :func:`load_dataset` accepts, sorted."""
-    return sorted({"digits", *DATASET_SOURCES})
+    return sorted({"digits", cifar.SOURCE.name, *DATASET_SOURCES})
+
+
+#: Other spellings accepted for a dataset's name.
+_ALIASES = {"cifar-10": cifar.SOURCE.name}
 
 
 def _normalise_name(name: str) -> str:
     key = str(name).strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
     if key not in list_datasets():
         raise CnnlabError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
     return key
@@ -148,6 +154,8 @@ def load_dataset(
             name=key,
             split=split,
         )
+    if key == cifar.SOURCE.name:
+        return _load_cifar10(split, data_dir, download)
     source = DATASET_SOURCES[key]
     images_path = locate(key, source.file(split, "images"), data_dir, download)
     labels_path = locate(key, source.file(split, "labels"), data_dir, download)
@@ -156,6 +164,30 @@ def load_dataset(
     if data is None:
         log.debug("%s %s: reading %s and %s", key, split, images_path, labels_path)
         data = _from_idx(key, split, images_path, labels_path)
+        _cache[cache_key] = data
+    return data
+
+
+def _load_cifar10(split: str, data_dir: str | os.PathLike[str] | None, download: bool) -> ImageData:
+    """One split of CIFAR-10 from its binary batch files (see :mod:`cnnlab.data.cifar`)."""
+    folder = cifar.find_batches(data_dir, download)
+    meta = folder / cifar.META
+    files = cifar.batch_files(folder, split)
+    cache_key = ("cifar10", split, *(_file_key(p) for p in (*files, meta) if p.is_file()))
+    data = _cache.get(cache_key)
+    if data is None:
+        classes = cifar.read_classes(meta)
+        log.debug("cifar10 %s: reading %s", split, ", ".join(str(p) for p in files))
+        parts = [cifar.read_batch(p, len(classes)) for p in files]
+        images = np.concatenate([x for x, _ in parts]) if len(parts) > 1 else parts[0][0]
+        labels = np.concatenate([y for _, y in parts]) if len(parts) > 1 else parts[0][1]
+        data = ImageData(
+            images=torch.from_numpy(images),
+            labels=torch.from_numpy(labels),
+            classes=classes,
+            name="cifar10",
+            split=split,
+        )
         _cache[cache_key] = data
     return data
 

@@ -40,6 +40,7 @@ __all__ = [
     "cache_dir",
     "data_dirs",
     "locate",
+    "locate_file",
     "md5sum",
 ]
 
@@ -329,6 +330,21 @@ def locate(
         raise CnnlabError(
             f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASET_SOURCES))}"
         )
+    return locate_file(source, filename, data_dir, download, mirrors, timeout, deadline)
+
+
+def locate_file(
+    source: DatasetSource,
+    filename: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    timeout: float = 30.0,
+    deadline: float | None = None,
+) -> Path:
+    """:func:`locate` for a :class:`DatasetSource` that is not in :data:`DATASET_SOURCES`
+    (a dataset of another file layout that still downloads like the IDX ones)."""
+    dataset = source.name
     searched: list[Path] = []
     for folder in data_dirs(data_dir):
         searched += [folder / dataset, folder]

@@ -102,6 +102,18 @@ def train_run(
     return _start(spec, cfg, train, test, dataset, path, callbacks, progress, digests=None)
 
 
+def _with_data_channels(
+    spec: ModelSpec, model_args: dict[str, Any], channels: int
+) -> dict[str, Any]:
+    """``model_args`` with ``in_channels`` set to the data's channels when the data is in
+    colour and the model would take another count (a greyscale model on CIFAR-10): the
+    model then sees the colours instead of their mean. Greyscale data keeps the model's
+    own count (its channel is repeated, as before), and an explicit choice is kept."""
+    if channels <= 1 or "in_channels" in model_args or spec.input_size[0] == channels:
+        return model_args
+    return {**model_args, "in_channels": int(channels)}
+
+
 def _start(
     spec: ModelSpec,
     cfg: TrainConfig,
@@ -115,9 +127,11 @@ def _start(
 ) -> RunResult:
     """Train a run from its first step; ``digests``: the checksums of a folder whose
     config.json is already written (a run restarted in place), None for a new folder."""
+    cfg = replace(cfg, model_args=_with_data_channels(spec, cfg.model_args, train.images.shape[1]))
     torch.manual_seed(cfg.seed)
     model = build_model(spec, len(train.classes), cfg.model_args)
-    preprocess = Preprocess(spec.input_size, spec.fit, cfg.mean, cfg.std)
+    channels = int(model_arguments(spec, len(train.classes), cfg.model_args)["in_channels"])
+    preprocess = Preprocess((channels, *spec.input_size[1:]), spec.fit, cfg.mean, cfg.std)
     trainer = Trainer.from_config(model, cfg, preprocess=preprocess, progress=progress)
     if progress:
         length = (
@@ -141,7 +155,7 @@ def _start(
                 "model": {
                     "id": spec.name,
                     "args": model_arguments(spec, len(train.classes), cfg.model_args),
-                    "input_size": list(spec.input_size),
+                    "input_size": list(preprocess.input_size),
                     "parameters": sum(p.numel() for p in model.parameters()),
                 },
                 "dataset": dataset,

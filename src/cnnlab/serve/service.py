@@ -48,7 +48,7 @@ def _summary_text(run: Run) -> str:
     try:
         from cnnlab.summary import summary
 
-        return summary(run.model, tuple(run.spec.input_size))
+        return summary(run.model, tuple(run.preprocess.input_size))
     except Exception as exc:  # the summary is a nicety; the page works without it
         log.warning("no summary table: %s", exc)
         return str(run.model)
@@ -147,7 +147,7 @@ class ModelService:
             "run": run.path.name,
             "dataset": run.dataset,
             "classes": list(run.classes),
-            "input_size": list(run.spec.input_size),
+            "input_size": list(run.preprocess.input_size),
             "parameters": sum(p.numel() for p in model.parameters()),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "test_accuracy": float(accuracy) if isinstance(accuracy, int | float) else None,
