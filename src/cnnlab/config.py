@@ -138,6 +138,35 @@ class TrainConfig:
     dataset: str | None = _option(
         help="dataset: mnist, fashion-mnist, kmnist, cifar10 or digits", fallback="mnist"
     )
+    data: str | None = _option(
+        help="train on a folder of your own images instead of --dataset: PATH/<class>/... "
+        "(a seeded 20 percent of each class held out as the test split) or PATH/train/<class>/... "
+        "with PATH/test/ or PATH/val/ as the test split",
+        metavar="PATH",
+    )
+    image_size: int | None = _option(
+        help="with --data: the side the images are brought to",
+        check=at_least(1),
+        default_text="the model's input size",
+        metavar="N",
+    )
+    channels: int | None = _option(
+        help="with --data: 3 (colour) or 1 (grey)",
+        metavar="{1,3}",
+        fallback=3,
+        check=lambda v: None if v in (1, 3) else "must be 1 or 3",
+    )
+    resize: str | None = _option(
+        help="with --data: pad (keep the aspect ratio, black border), squish (stretch) or "
+        "crop (keep the aspect ratio, cut the centre)",
+        fallback="pad",
+        choices=("pad", "squish", "crop"),
+    )
+    strict: bool | None = _option(
+        help="with --data: stop at the first unreadable image file instead of skipping it",
+        fallback=False,
+        default_text="off: skip and name each one",
+    )
     epochs: int | None = _option(
         help="epochs; with --resume, how many more", fallback=5, check=at_least(1)
     )

@@ -74,6 +74,32 @@ def _load_data(
         )
 
 
+def _load_folder(cfg: TrainConfig, spec: ModelSpec, progress: bool) -> tuple[Any, Any, str]:
+    """``cfg.data``'s images: the train and test splits and the dataset's name (the folder's)."""
+    from cnnlab.data.folders import FolderSettings, load_folder
+
+    size = (cfg.image_size,) * 2 if cfg.image_size else tuple(spec.input_size[1:])
+    settings = FolderSettings(
+        size=(int(size[0]), int(size[1])),
+        channels=int(cfg.channels or 3),
+        resize=str(cfg.resize or "pad"),
+    )
+    train, test = load_folder(str(cfg.data), settings, strict=bool(cfg.strict), progress=progress)
+    return train, test, train.name
+
+
+def _run_data(
+    cfg: TrainConfig, spec: ModelSpec, dataset: str, data_dir: str | Path | None, progress: bool
+) -> tuple[Any, Any]:
+    """The train and test splits of a run being resumed: its folder of images, or its dataset."""
+    from cnnlab.data import load_dataset
+
+    if cfg.data:
+        train, test, _ = _load_folder(cfg, spec, progress)
+        return train, test
+    return load_dataset(dataset, "train", data_dir), load_dataset(dataset, "test", data_dir)
+
+
 def train_run(
     config: TrainConfig,
     out: str | Path | None = None,
@@ -93,8 +119,14 @@ def train_run(
     """
     if resume is not None:
         return _resume(Path(resume), data_dir, more_epochs, callbacks, progress)
+    if config.data and config.dataset:
+        raise CnnlabError("give --data (a folder of images) or --dataset, not both")
     spec, cfg = resolve_config(config)
-    train, test, dataset = _load_data(cfg.dataset, data_dir, fallback_dataset)
+    if cfg.data:
+        cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+        train, test, dataset = _load_folder(cfg, spec, progress)
+    else:
+        train, test, dataset = _load_data(cfg.dataset, data_dir, fallback_dataset)
     cfg = replace(cfg, dataset=dataset)
     path = Path(out) if out is not None else default_run_dir(cfg.model)
     if (path / CONFIG).exists():
@@ -249,7 +281,6 @@ def _resume(
     first checkpoint starts again from scratch (the same seed gives the same run); one
     stopped after its last epoch but before its test is tested now.
     """
-    from cnnlab.data import load_dataset
 
     if not path.is_dir():
         raise CnnlabError(f"run folder {str(path)!r} does not exist")
@@ -282,8 +313,7 @@ def _resume(
         raise CnnlabError(
             f"{path} has finished its {length}; give --epochs N to train N more epochs"
         )
-    train = load_dataset(run.dataset, "train", data_dir)
-    test = load_dataset(run.dataset, "test", data_dir)
+    train, test = _run_data(cfg, run.spec, run.dataset, data_dir, progress)
     # metrics.json of the earlier session, or (if it was interrupted) its epochs' own times
     earlier = run.metrics.get("train_seconds")
     if not isinstance(earlier, int | float):
@@ -319,11 +349,9 @@ def _restart(
 ) -> RunResult:
     """Train a run that never wrote a checkpoint again from its first step, in place:
     with the same configuration and seed, the result is that of an uninterrupted run."""
-    from cnnlab.data import load_dataset
 
     cfg, spec, _, _, dataset = read_config(files)
-    train = load_dataset(dataset, "train", data_dir)
-    test = load_dataset(dataset, "test", data_dir)
+    train, test = _run_data(cfg, spec, dataset, data_dir, progress)
     digests = dict(files.digests)
     if more_epochs is not None:
         meta = files.read_json(CONFIG)
