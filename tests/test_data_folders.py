@@ -125,7 +125,8 @@ def test_cmyk_jpeg_and_16_bit_png_read(tmp_path: Path) -> None:
         Image.new("CMYK", (10, 10), (0, 255, 255, 0)).save(root / "a" / f"{i}.jpg")
         deep = np.full((10, 10), 257 * 100, dtype=np.uint16)  # level 100 of 255
         Image.fromarray(deep).save(root / "b" / f"{i}.png")
-    assert Image.open(root / "b" / "0.png").mode.startswith("I")
+    with Image.open(root / "b" / "0.png") as deep_file:
+        assert deep_file.mode.startswith("I")  # really 16 bits
     train, test = _load(root)
     for data in (train, test):
         for x, y in zip(data.images, data.labels, strict=True):
@@ -263,3 +264,23 @@ def test_data_and_dataset_together_refused(tmp_path: Path, capsys) -> None:
     root = _classes(tmp_path / "d")
     code = main(["train", "--data", str(root), "--dataset", "mnist", "--out", str(tmp_path / "r")])
     assert code == 2 and "not both" in capsys.readouterr().err
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: decoding stays in-process")
+def test_parallel_decoding_gives_the_same_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = _classes(tmp_path / "d", per_class=5)
+    _bad_files(root)
+    serial, serial_test = _load(root, resize="squish")
+    monkeypatch.setattr(folders, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(folders, "CHUNK", 3)
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "other-cache"))
+    capsys.readouterr()
+    parallel, parallel_test = load_folder(
+        root, FolderSettings(size=(8, 8), resize="squish"), progress=True
+    )
+    err = capsys.readouterr().err
+    assert "processes" in err and "skipped 2 of 12 files" in err and "cut.jpg" in err
+    assert parallel.images.equal(serial.images) and parallel.labels.equal(serial.labels)
+    assert parallel_test.images.equal(serial_test.images)

@@ -281,7 +281,6 @@ def _resume(
     first checkpoint starts again from scratch (the same seed gives the same run); one
     stopped after its last epoch but before its test is tested now.
     """
-
     if not path.is_dir():
         raise CnnlabError(f"run folder {str(path)!r} does not exist")
     files = RunFiles(path)
@@ -349,7 +348,6 @@ def _restart(
 ) -> RunResult:
     """Train a run that never wrote a checkpoint again from its first step, in place:
     with the same configuration and seed, the result is that of an uninterrupted run."""
-
     cfg, spec, _, _, dataset = read_config(files)
     train, test = _run_data(cfg, spec, dataset, data_dir, progress)
     digests = dict(files.digests)
