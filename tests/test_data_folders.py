@@ -256,6 +256,15 @@ def test_cli_trains_on_a_folder(tmp_path: Path, capsys) -> None:
     code = main(["train", "--resume", str(run), "--epochs", "1", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert len(json.loads((run / "history.json").read_text())) == 2
+    # evaluate and plot test on the folder's own held-out images, by class name
+    reports = tmp_path / "reports"
+    code = main(["evaluate", str(run), "--out", str(reports)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "cats" in (reports / "per_class.csv").read_text()
+    assert json.loads((reports / "evaluation.json").read_text())
+    code = main(["plot", str(run), "--out", str(tmp_path / "plots")])
+    assert code == 0, capsys.readouterr().err
 
 
 def test_data_and_dataset_together_refused(tmp_path: Path, capsys) -> None:

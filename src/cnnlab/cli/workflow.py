@@ -317,7 +317,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from cnnlab.data import load_dataset
     from cnnlab.runs import load_run
     from cnnlab.viz.plots import plot_history, plot_image_grid
 
@@ -330,7 +329,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                 run.history, out / "history.png", title=f"{run.config.model} on {run.dataset}"
             )
         )
-    test = load_dataset(run.dataset, "test", args.data_dir)
+    test = run.split("test", args.data_dir)
     gen = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(test), generator=gen)[: args.samples]
     probs = run.predict(test.images[idx])

@@ -80,7 +80,13 @@ def evaluate_on_test(
         raise CnnlabError(
             f"runs were trained on different datasets ({', '.join(sorted(names))}); give --dataset"
         )
-    test = load_dataset(names.pop(), "test", data_dir)
+    folders = {r.config.data for r in loaded}
+    if dataset is None and folders != {None}:
+        if len(folders) > 1:
+            raise CnnlabError("runs were trained on different folders of images")
+        test = loaded[0].split("test", data_dir)  # the held-out images of its folder
+    else:
+        test = load_dataset(names.pop(), "test", data_dir)
     evaluations, all_probs, tta_used = [], [], []
     for run in loaded:
         if len(run.classes) != len(test.classes):

@@ -65,6 +65,19 @@ class Run:
         """
         return self.predictor.probabilities(images, tta=tta)
 
+    def split(self, split: str, data_dir: str | Path | None = None) -> Any:
+        """The ``"train"`` or ``"test"`` split the run was trained and tested on: its
+        folder of images (``--data``, from the decode cache when it is current) or its
+        named dataset (found through ``data_dir`` like any dataset)."""
+        if self.config.data:
+            from cnnlab.runs.training import folder_splits
+
+            train, test, _ = folder_splits(self.config, self.spec, progress=False)
+            return train if split == "train" else test
+        from cnnlab.data import load_dataset
+
+        return load_dataset(self.dataset, split, data_dir)
+
 
 def load_run(path: str | Path, device: str = "cpu", *, speed_up: bool = True) -> Run:
     """Load the run folder at ``path``: config, model with its weights, history, metrics.

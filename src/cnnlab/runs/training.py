@@ -74,7 +74,7 @@ def _load_data(
         )
 
 
-def _load_folder(cfg: TrainConfig, spec: ModelSpec, progress: bool) -> tuple[Any, Any, str]:
+def folder_splits(cfg: TrainConfig, spec: ModelSpec, progress: bool) -> tuple[Any, Any, str]:
     """``cfg.data``'s images: the train and test splits and the dataset's name (the folder's)."""
     from cnnlab.data.folders import FolderSettings, load_folder
 
@@ -95,7 +95,7 @@ def _run_data(
     from cnnlab.data import load_dataset
 
     if cfg.data:
-        train, test, _ = _load_folder(cfg, spec, progress)
+        train, test, _ = folder_splits(cfg, spec, progress)
         return train, test
     return load_dataset(dataset, "train", data_dir), load_dataset(dataset, "test", data_dir)
 
@@ -124,7 +124,7 @@ def train_run(
     spec, cfg = resolve_config(config)
     if cfg.data:
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
-        train, test, dataset = _load_folder(cfg, spec, progress)
+        train, test, dataset = folder_splits(cfg, spec, progress)
     else:
         train, test, dataset = _load_data(cfg.dataset, data_dir, fallback_dataset)
     cfg = replace(cfg, dataset=dataset)
