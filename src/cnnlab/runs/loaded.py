@@ -16,6 +16,7 @@ from torch import nn
 from cnnlab.config import TrainConfig
 from cnnlab.data.augment import Augment
 from cnnlab.data.loader import Preprocess
+from cnnlab.data.preparation import ImagePreparation
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelSpec, get_model_spec
 from cnnlab.predict import Predictor
@@ -56,6 +57,14 @@ class Run:
     dataset: str = "mnist"
     #: The folder's files as read, with their checksums (what resuming writes on from).
     files: RunFiles | None = field(default=None, repr=False)
+    #: How one picture becomes an image like the run's data (``predict``, ``serve``).
+    preparation: ImagePreparation = field(default_factory=ImagePreparation)
+
+    def prepare(self, images: list[Any]) -> torch.Tensor:
+        """Pictures (paths, encoded bytes, PIL images or arrays) as an (N, C, H, W) uint8
+        batch prepared as the run's training images were: digits MNIST-style, photos
+        decoded and resized like the run's folder or data set."""
+        return torch.from_numpy(self.preparation.prepare_all(list(images)))
 
     def predict(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Class probabilities (on the CPU) for uint8 images (H×W, N×H×W or N×C×H×W).
@@ -106,8 +115,30 @@ def open_run(files: RunFiles, device: str = "cpu", *, speed_up: bool = True) -> 
     predictor = Predictor(model, preprocess, flip=flip, speed_up=speed_up)
     history, metrics = read_history(files), read_metrics(files)
     return Run(
-        path, config, spec, model, preprocess, classes, predictor, history, metrics, dataset, files
+        path,
+        config,
+        spec,
+        model,
+        preprocess,
+        classes,
+        predictor,
+        history,
+        metrics,
+        dataset,
+        files,
+        read_preparation(files),
     )
+
+
+def read_preparation(files: RunFiles) -> ImagePreparation:
+    """``config.json``'s ``"images"``: how pictures are prepared (digits for older runs)."""
+    meta = files.read_json(CONFIG)
+    try:
+        return ImagePreparation.from_dict(meta.get("images"))
+    except (KeyError, TypeError, ValueError, AttributeError, CnnlabError) as exc:
+        raise CnnlabError(
+            f"{files.folder / CONFIG}: missing or bad entry 'images' ({exc})"
+        ) from None
 
 
 def read_config(

@@ -20,6 +20,7 @@ import torch
 
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import Preprocess
+from cnnlab.data.preparation import ImagePreparation
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelSpec
 from cnnlab.recipes import resolve_config
@@ -146,6 +147,16 @@ def _with_data_channels(
     return {**model_args, "in_channels": int(channels)}
 
 
+def _preparation(cfg: TrainConfig, dataset: str, train: Any) -> ImagePreparation:
+    """How ``predict`` and ``serve`` will prepare pictures for this run: like the folder's
+    images or CIFAR-10's photos, or as MNIST-style digits for the IDX data sets."""
+    shape = tuple(int(v) for v in train.images.shape[1:])
+    photos = bool(cfg.data) or dataset == "cifar10"
+    return ImagePreparation(
+        "photos" if photos else "digits", (shape[0], shape[1], shape[2]), str(cfg.resize or "pad")
+    )
+
+
 def _start(
     spec: ModelSpec,
     cfg: TrainConfig,
@@ -193,6 +204,7 @@ def _start(
                 "dataset": dataset,
                 "classes": list(train.classes),
                 "preprocess": preprocess.to_dict(),
+                "images": _preparation(cfg, dataset, train).to_dict(),
                 "versions": versions(),
                 "device": str(trainer.device),
                 "created": datetime.now().isoformat(timespec="seconds"),
