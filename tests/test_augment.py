@@ -184,3 +184,73 @@ def test_augmenting_a_large_batch_is_a_few_tensor_ops() -> None:
     assert calls[0] == calls[1] < 200, calls
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert not math.isclose(float(F.mse_loss(out, x)), 0.0)
+
+
+def test_crop_shifts_by_whole_pixels_within_its_range() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 12, 12)
+    out = Augment(crop=2)(x)
+    padded = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    shifts = set()
+    for i in range(len(x)):
+        # every output is exactly one 12×12 window of the reflect-padded image
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[i], padded[i, :, dy : dy + 12, dx : dx + 12])
+        ]
+        assert found, f"image {i} is not a crop of its padded self"
+        shifts.add(found[0])
+    assert len(shifts) > 10  # shifts are drawn per image, over the whole range
+    # below 1, crop is a fraction of the side: 0.125 of 16 pixels is at most 2
+    assert Augment(crop=0.125)._crop(torch.rand(2, 1, 16, 16)).shape == (2, 1, 16, 16)
+
+
+def test_jitter_changes_brightness_contrast_and_saturation_within_range() -> None:
+    torch.manual_seed(0)
+    grey = torch.full((256, 3, 8, 8), 0.5)
+    out = Augment(jitter=0.2)(grey)
+    # a flat grey image only changes brightness: by a factor in 1 ± 0.2, the same for
+    # every pixel and channel
+    factor = out[:, 0, 0, 0] / 0.5
+    assert factor.min() >= 0.8 - 1e-6 and factor.max() <= 1.2 + 1e-6
+    assert factor.std() > 0.05
+    assert torch.allclose(out, out[:, :1, :1, :1].expand_as(out))
+    # a colour image changes saturation too: its channels move apart or together
+    colour = torch.zeros(256, 3, 8, 8)
+    colour[:, 0] = 0.6
+    colour[:, 1] = 0.4
+    colour[:, 2] = 0.4
+    spread = (lambda y: y[:, 0] - y[:, 1])(Augment(jitter=0.2)(colour))[:, 0, 0] / 0.2
+    assert spread.min() < 0.95 and spread.max() > 1.05
+    assert Augment(jitter=0.9)(torch.rand(8, 3, 4, 4)).min() >= 0  # values stay in 0..1
+
+
+def test_photo_presets() -> None:
+    assert Augment.parse("cifar").to_dict() == {"crop": 2.0, "flip": 0.5}
+    photos = Augment.parse("photos")
+    assert photos.jitter and photos.erase and photos.flip and photos.crop
+    with pytest.raises(CnnlabError, match="jitter must be below 1"):
+        Augment.parse("jitter=1.5")
+
+
+def test_per_channel_normalisation() -> None:
+    from cnnlab.data.loader import channel_statistics
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 6, 6), dtype=torch.uint8, generator=gen)
+    images[:, 0] //= 2  # a darker red channel
+    mean, std = channel_statistics(images, chunk=7)
+    x = images.double() / 255
+    assert torch.allclose(torch.tensor(mean, dtype=x.dtype), x.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert torch.allclose(
+        torch.tensor(std, dtype=x.dtype), x.std(dim=(0, 2, 3), correction=0), atol=1e-6
+    )
+    pre = Preprocess((3, 6, 6), mean=mean, std=std)
+    out = pre(images)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(out.std(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-4)
+    assert Preprocess.from_dict(pre.to_dict()) == pre
+    with pytest.raises(CnnlabError, match="per-channel"):
+        Preprocess((1, 6, 6), mean=(0.5, 0.5, 0.5))(images[:, :1])

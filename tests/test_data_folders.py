@@ -252,6 +252,17 @@ def test_cli_trains_on_a_folder(tmp_path: Path, capsys) -> None:
     assert config["classes"] == ["ants", "bees", "cats"]
     assert config["train"]["data"] == str(root.resolve())
     assert config["model"]["args"]["in_channels"] == 3
+    # pictures given to predict and serve are prepared like the folder's images
+    assert config["images"] == {"kind": "photos", "shape": [3, 28, 28], "resize": "pad"}
+    # photos are normalised by their training images' own per-channel statistics
+    from cnnlab.data.loader import channel_statistics
+    from cnnlab.runs import load_run
+
+    train = load_run(run).split("train")
+    mean, std = channel_statistics(train.images)
+    assert config["preprocess"]["mean"] == list(mean)
+    assert config["preprocess"]["std"] == list(std)
+    assert all(0.05 < m < 0.95 for m in mean) and all(0.05 < s < 0.95 for s in std)
     # resuming reads the folder again (from the cache)
     code = main(["train", "--resume", str(run), "--epochs", "1", "--quiet"])
     assert code == 0, capsys.readouterr().err
@@ -265,6 +276,19 @@ def test_cli_trains_on_a_folder(tmp_path: Path, capsys) -> None:
     assert json.loads((reports / "evaluation.json").read_text())
     code = main(["plot", str(run), "--out", str(tmp_path / "plots")])
     assert code == 0, capsys.readouterr().err
+
+
+def test_normalize_fixed_keeps_mean_and_std(tmp_path: Path, capsys) -> None:
+    from cnnlab.cli import main
+
+    root = _classes(tmp_path / "data", per_class=5)
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(root), "--model", "seed000-cnn", "--steps", "1"]
+    argv += ["--normalize", "fixed", "--mean", "0.5", "--std", "0.25"]
+    code = main([*argv, "--out", str(run), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    assert (config["preprocess"]["mean"], config["preprocess"]["std"]) == (0.5, 0.25)
 
 
 def test_data_and_dataset_together_refused(tmp_path: Path, capsys) -> None:

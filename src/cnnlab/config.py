@@ -205,9 +205,10 @@ class TrainConfig:
         choices=("split", "test"),
     )
     augment: dict[str, float] | None = _option(
-        help="batch augmentation: a preset (digits, digits-elastic, fashion, none) and/or "
-        "key=value pairs of rotate (degrees), scale, shear (degrees), translate (fraction), "
-        "elastic (pixels), elastic_sigma, flip and erase (probabilities), e.g. "
+        help="batch augmentation: a preset (digits, digits-elastic, fashion, cifar, photos, "
+        "none) and/or key=value pairs of rotate (degrees), scale, shear (degrees), translate "
+        "(fraction), elastic (pixels), elastic_sigma, flip and erase (probabilities), crop "
+        "(pixels, or a fraction of the side below 1) and jitter (colour), e.g. "
         "'rotate=10,scale=0.1,translate=0.1'",
         fallback={},
         default_text="recipe, else none",
@@ -260,6 +261,14 @@ class TrainConfig:
     )
     std: float | None = _option(
         help="divides the pixels after the mean is subtracted", fallback=1.0, check=positive
+    )
+    normalize: str | None = _option(
+        help="how pixels are normalised: auto (photos, i.e. folders and CIFAR-10, by the "
+        "per-channel mean and std of their training images, kept in the run folder; digit "
+        "sets by --mean and --std), data (always the training images' statistics) or fixed "
+        "(always --mean and --std)",
+        fallback="auto",
+        choices=("auto", "data", "fixed"),
     )
 
     def __post_init__(self) -> None:

@@ -2,15 +2,16 @@
 
 One :class:`Augment` describes every random change a batch may get: an affine warp
 (rotation, scale, shear, translation), an elastic distortion (Simard et al. 2003: a
-random displacement field smoothed by a Gaussian), a horizontal flip and random
-erasing (Zhong et al. 2017). The affine warp and the elastic field are applied together
+random displacement field smoothed by a Gaussian), a random crop of a reflect-padded
+image (whole-pixel shifts, the usual CIFAR augmentation), a horizontal flip, colour
+jitter (brightness, contrast, saturation) and random erasing (Zhong et al. 2017). The affine warp and the elastic field are applied together
 by one ``grid_sample`` call, so a batch costs a few tensor operations whatever its size.
 
 Random numbers come from torch's global generator on the batch's device, so a run
 seeded with ``--seed`` is repeatable and a resumed run continues the same sequence.
 
 Horizontal flips change a digit's meaning: leave ``flip`` at 0 for digits, use it for
-clothing (Fashion-MNIST).
+clothing (Fashion-MNIST) and photos.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
     "digits": {"rotate": 10.0, "scale": 0.1, "shear": 5.0, "translate": 0.1},
     "digits-elastic": {"rotate": 8.0, "scale": 0.08, "translate": 0.08, "elastic": 1.5},
     "fashion": {"translate": 0.1, "flip": 0.5, "erase": 0.5},
+    # CIFAR-sized photos: shifts of up to 2 pixels and mirror images (as airbench trains)
+    "cifar": {"crop": 2.0, "flip": 0.5},
+    # the user's own photos: shifts of up to 1/8 of the side, mirrors, colour jitter and
+    # an erased patch now and then
+    "photos": {"crop": 0.125, "flip": 0.5, "jitter": 0.2, "erase": 0.25},
 }
 
 
@@ -45,7 +51,10 @@ class Augment:
     ``elastic`` is the largest displacement in pixels of the elastic distortion (0: off),
     ``elastic_sigma`` the width in pixels of its smoothing. ``flip`` and ``erase`` are
     the probabilities of a horizontal flip and of erasing one random rectangle
-    (2–20% of the image, aspect ratio 0.3–3.3) to zero.
+    (2–20% of the image, aspect ratio 0.3–3.3) to zero. ``crop`` shifts each image by
+    whole pixels, up to ``crop`` along each axis, filling the border by reflection (a
+    random crop of the padded image); below 1 it is a fraction of the side. ``jitter``
+    scales brightness, contrast and saturation by factors from ``1 ± jitter``.
     """
 
     rotate: float = 0.0
@@ -56,6 +65,8 @@ class Augment:
     elastic_sigma: float = 4.0
     flip: float = 0.0
     erase: float = 0.0
+    crop: float = 0.0
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -70,12 +81,14 @@ class Augment:
             raise CnnlabError("augment flip and erase are probabilities, at most 1")
         if self.elastic and self.elastic_sigma <= 0:
             raise CnnlabError("augment elastic_sigma must be positive")
+        if self.jitter >= 1:
+            raise CnnlabError(f"augment jitter must be below 1, not {self.jitter}")
 
     @property
     def active(self) -> bool:
         """Whether this changes anything at all."""
         return any((self.rotate, self.scale, self.shear, self.translate, self.elastic,
-                    self.flip, self.erase))  # fmt: skip
+                    self.flip, self.erase, self.crop, self.jitter))  # fmt: skip
 
     def to_dict(self) -> dict[str, float]:
         """The settings that differ from "no change", for the run's config."""
@@ -131,12 +144,48 @@ class Augment:
             return x
         if self.rotate or self.scale or self.shear or self.translate or self.elastic:
             x = self._warp(x)
+        if self.crop:
+            x = self._crop(x)
         if self.flip:
             flip = torch.rand(x.shape[0], device=x.device) < self.flip
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if self.jitter:
+            x = self._jitter(x)
         if self.erase:
             x = self._erase(x)
         return x
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        """Shift each image by whole pixels (reflection fills the border): two gathers."""
+        n, c, h, w = x.shape
+        pad_h = int(self.crop if self.crop >= 1 else round(self.crop * h))
+        pad_w = int(self.crop if self.crop >= 1 else round(self.crop * w))
+        pad_h, pad_w = min(pad_h, h - 1), min(pad_w, w - 1)
+        if pad_h < 1 and pad_w < 1:
+            return x
+        dev = x.device
+        padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+        dy = torch.randint(0, 2 * pad_h + 1, (n,), device=dev)
+        dx = torch.randint(0, 2 * pad_w + 1, (n,), device=dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev)).view(n, 1, h, 1)
+        cols = (dx[:, None] + torch.arange(w, device=dev)).view(n, 1, 1, w)
+        x = padded.gather(2, rows.expand(n, c, h, w + 2 * pad_w))
+        return x.gather(3, cols.expand(n, c, h, w))
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Brightness, contrast and (for colour) saturation, each scaled by 1 ± jitter."""
+        n, c = x.shape[:2]
+        dev = x.device
+        factors = 1 + self._uniform(3 * n, self.jitter, dev).view(3, n, 1, 1, 1).to(x.dtype)
+        x = x * factors[0]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * factors[1] + mean
+        if c == 3:
+            grey = (
+                x * torch.tensor([0.299, 0.587, 0.114], device=dev, dtype=x.dtype).view(1, 3, 1, 1)
+            ).sum(dim=1, keepdim=True)
+            x = (x - grey) * factors[2] + grey
+        return x.clamp(0.0, 1.0)
 
     def _uniform(self, n: int, bound: float, device: torch.device) -> torch.Tensor:
         return (torch.rand(n, device=device) * 2 - 1) * bound

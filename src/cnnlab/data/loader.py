@@ -29,8 +29,19 @@ class Preprocess:
 
     input_size: tuple[int, int, int] = (1, 28, 28)
     fit: str = "resize"
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | tuple[float, ...] = 0.0
+    std: float | tuple[float, ...] = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, list | tuple):
+                if not value or not all(math.isfinite(float(v)) for v in value):
+                    raise CnnlabError(f"{name} must be finite numbers, not {value!r}")
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        std = self.std if isinstance(self.std, tuple) else (self.std,)
+        if min(std) <= 0:
+            raise CnnlabError(f"std must be positive, not {self.std!r}")
 
     def __call__(
         self, images: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -46,13 +57,16 @@ class Preprocess:
         if augment is not None:
             x = augment(x)
         if self.mean != 0.0 or self.std != 1.0:
-            x = x.sub_(self.mean).div_(self.std)
+            x = x.sub_(_per_channel(self.mean, x)).div_(_per_channel(self.std, x))
         return fit_to_input(x, self.input_size, self.fit)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly form for the run folder's config."""
         d = asdict(self)
         d["input_size"] = list(self.input_size)
+        for name in ("mean", "std"):
+            if isinstance(d[name], tuple):
+                d[name] = list(d[name])
         return d
 
     @classmethod
@@ -62,9 +76,44 @@ class Preprocess:
         return cls(
             input_size=(size[0], size[1], size[2]),
             fit=str(d.get("fit", "resize")),
-            mean=float(d.get("mean", 0.0)),  # type: ignore[arg-type]
-            std=float(d.get("std", 1.0)),  # type: ignore[arg-type]
+            mean=_number_or_numbers(d.get("mean", 0.0)),
+            std=_number_or_numbers(d.get("std", 1.0)),
         )
+
+
+def _number_or_numbers(value: object) -> float | tuple[float, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(float(v) for v in value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _per_channel(value: float | tuple[float, ...], x: torch.Tensor) -> float | torch.Tensor:
+    """A scalar, or one value per channel shaped to broadcast over an (N, C, H, W) batch."""
+    if not isinstance(value, tuple):
+        return value
+    if len(value) != x.shape[1]:
+        raise CnnlabError(f"{len(value)} per-channel values for {x.shape[1]}-channel images")
+    return torch.tensor(value, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+
+def channel_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
+    """Per-channel mean and standard deviation of uint8 (N, C, H, W) images, scaled to 0–1:
+    ``((mean_c, ...), (std_c, ...))``. Read in chunks, summed in float64, so a
+    memory-mapped data set is never converted whole."""
+    if images.dim() != 4 or len(images) == 0:
+        raise CnnlabError("channel statistics need a non-empty (N, C, H, W) batch")
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = torch.as_tensor(images[start : start + chunk]).to(torch.float64)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    mean, std = mean / 255.0, (std / 255.0).clamp_min(1e-3)
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
 
 def fit_to_input(x: torch.Tensor, input_size: tuple[int, int, int], fit: str) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.data.loader import Preprocess
+from cnnlab.data.loader import Preprocess, channel_statistics
 from cnnlab.data.preparation import ImagePreparation
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelSpec
@@ -174,7 +174,12 @@ def _start(
     torch.manual_seed(cfg.seed)
     model = build_model(spec, len(train.classes), cfg.model_args)
     channels = int(model_arguments(spec, len(train.classes), cfg.model_args)["in_channels"])
-    preprocess = Preprocess((channels, *spec.input_size[1:]), spec.fit, cfg.mean, cfg.std)
+    preparation = _preparation(cfg, dataset, train)
+    mean: float | tuple[float, ...] = float(cfg.mean or 0.0)
+    std: float | tuple[float, ...] = float(cfg.std or 1.0)
+    if cfg.normalize == "data" or (cfg.normalize == "auto" and not preparation.digits):
+        mean, std = channel_statistics(train.images)
+    preprocess = Preprocess((channels, *spec.input_size[1:]), spec.fit, mean, std)
     trainer = Trainer.from_config(model, cfg, preprocess=preprocess, progress=progress)
     if progress:
         length = (
@@ -204,7 +209,7 @@ def _start(
                 "dataset": dataset,
                 "classes": list(train.classes),
                 "preprocess": preprocess.to_dict(),
-                "images": _preparation(cfg, dataset, train).to_dict(),
+                "images": preparation.to_dict(),
                 "versions": versions(),
                 "device": str(trainer.device),
                 "created": datetime.now().isoformat(timespec="seconds"),
