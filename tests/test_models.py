@@ -154,3 +154,18 @@ def test_models_register_as_the_package_loads() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == len(list_models()) >= 11
+
+
+def test_cifar_net_takes_colour_photos_of_any_size() -> None:
+    model = create_model("cifar-net").eval()
+    assert get_model_spec("cifar-net").input_size == (3, 32, 32)
+    # 3×3×3×32 stem, (3×3×32×64 + 3×3×64×64), (3×3×64×256 + 3×3×256×256) and
+    # (2 × 3×3×256×256) convolutions, their norms' weights and biases, a 256×10 head
+    convs = 864 + 18_432 + 36_864 + 147_456 + 589_824 + 2 * 589_824
+    norms = 2 * (32 + 2 * 64 + 2 * 256 + 2 * 256)
+    assert count_parameters(model) == convs + norms + 2_560
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+        assert model(torch.rand(1, 3, 64, 48)).shape == (1, 10)  # global pooling
+    small = create_model("cifar-net", widths=[16, 32, 32], in_channels=1, num_classes=4)
+    assert small(torch.rand(2, 1, 32, 32)).shape == (2, 4)

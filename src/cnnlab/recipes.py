@@ -2,7 +2,9 @@
 
 A model's own ``recipe`` (in the registry) is its tutorial's settings; a named recipe
 here is cnnlab's answer to a goal — the fastest 99% (``speedrun``), the most accurate
-digit recogniser (``mnist-best``), a strong Fashion-MNIST model (``fashion-best``).
+digit recogniser (``mnist-best``), a strong Fashion-MNIST model (``fashion-best``), the
+fastest 94% on CIFAR-10 (``cifar10-fast``) and the best CIFAR-10 model of about an hour
+(``cifar10-best``).
 ``cnnlab train --recipe NAME`` uses it; any option given on the command line wins.
 Each recipe's measured results are in docs/benchmarks.md. :func:`resolve_config` merges
 the user's options with the recipes into the complete configuration of a run.
@@ -18,6 +20,7 @@ from cnnlab.data.augment import AUGMENT_PRESETS
 from cnnlab.errors import CnnlabError
 from cnnlab.models import ModelSpec, get_model_spec
 from cnnlab.models.modern import ADAMW_ONECYCLE, SPEEDRUN_TRAINING
+from cnnlab.models.photos import CIFAR_TRAINING
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,36 @@ register_recipe(
             "dataset": "fashion-mnist",
             "epochs": 40,
             "augment": AUGMENT_PRESETS["fashion"],
+        },
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="cifar10-fast",
+        model="cifar-net",
+        description="CIFAR-10 in the least time (airbench's recipe, on the CPU): the data as "
+        "one tensor, shifts and flips on whole batches, Nesterov SGD on a one-cycle schedule, "
+        "label smoothing, flip-and-shift TTA. --dataset cifar10, or --data with the JPEG copy.",
+        options={**CIFAR_TRAINING, "dataset": "cifar10", "epochs": 10, "tta": True},
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="cifar10-best",
+        model="cifar-net",
+        description="The most accurate CIFAR-10 model of about an hour on a 2-core CPU: "
+        "cifar10-fast's network made wider, trained longer, with random erasing and weight "
+        "averaging.",
+        model_args={"widths": [96, 384, 384], "stem": 48},
+        options={
+            **CIFAR_TRAINING,
+            "dataset": "cifar10",
+            "epochs": 30,
+            "tta": True,
+            "ema": 0.999,
+            "augment": {"crop": 2.0, "flip": 0.5, "erase": 0.25},
         },
     )
 )
