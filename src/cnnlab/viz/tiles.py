@@ -25,7 +25,7 @@ def tile_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
         imgs = imgs[:, 0]
     elif imgs.ndim == 4 and imgs.shape[1] == 3:
         imgs = imgs.transpose(0, 2, 3, 1)
-    if imgs.ndim not in (3, 4):
+    elif imgs.ndim != 3:
         raise ValueError(f"expected N×H×W, N×1×H×W or N×3×H×W images, got shape {imgs.shape}")
     if imgs.dtype != np.uint8:
         imgs = np.clip(np.rint(imgs.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
