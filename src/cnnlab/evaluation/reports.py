@@ -110,6 +110,8 @@ def write_reports(
     from cnnlab.viz.evaluation_plots import page_path, paginate, plot_confusion_matrix, plot_tiles
     from cnnlab.viz.tiles import short_name
 
+    if top < 1:
+        raise ValueError(f"top-losses.png needs at least 1 image, got {top}")
     folder = check_report_dir(out)
     final = result.final
     classes = final.classes
