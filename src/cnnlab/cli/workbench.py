@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnlab.cli.config_flags import add_config_flags
+from cnnlab.cli.options import add_data_dir
 from cnnlab.errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -70,7 +71,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="a trained run's learned kernels, feature maps and the pooling-shift lesson",
     )
     p.add_argument("run", metavar="RUN", help="run folder written by 'cnnlab train'")
-    p.add_argument("--image", required=True, help="image of a digit (prepared MNIST-style)")
+    p.add_argument(
+        "--image",
+        help="picture to look at, prepared as the run's data was (a digit MNIST-style, a "
+        "photo decoded and resized like the training folder); default: a test image of "
+        "the run's data (--index)",
+    )
+    p.add_argument(
+        "--index",
+        type=int,
+        default=0,
+        help="which test image when no --image is given (default 0, the first)",
+    )
+    add_data_dir(p)
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--max-channels", type=int, default=64, help="channels per feature-map sheet (default 64)"
@@ -173,27 +186,36 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _visualize(args: argparse.Namespace) -> int:
-    import torch
-
-    from cnnlab.data import prepare_digit
     from cnnlab.runs import load_run
     from cnnlab.viz.sheets import write_visualization
 
     if args.max_channels < 1:
         raise CnnlabError(f"--max-channels {args.max_channels} must be at least 1")
-    image_path = Path(args.image)
-    if not image_path.is_file():
+    if args.image is not None and not Path(args.image).is_file():
         raise CnnlabError(f"image {args.image!r} does not exist or is not a file")
     run = load_run(args.run)
-    digit = torch.from_numpy(prepare_digit(image_path))
-    x = run.preprocess(digit[None, None])
+    if args.image is not None:
+        image = run.prepare([args.image])[0]
+        source = args.image
+    else:
+        test = run.split("test", args.data_dir)
+        if not 0 <= args.index < len(test):
+            raise CnnlabError(
+                f"--index {args.index} is not a test image of {test.name} "
+                f"(it has {len(test)}: 0 to {len(test) - 1})"
+            )
+        image = test.images[args.index]
+        label = test.classes[int(test.labels[args.index])]
+        source = f"{test.name} test image {args.index} ({label})"
+    x = run.preprocess(image[None])
     result = write_visualization(
         run.model,
         x,
         args.out,
-        lesson_image=digit.float() / 255.0,
+        lesson_image=image.float() / 255.0,
         max_channels=args.max_channels,
     )
+    print(f"input: {source}, {'×'.join(str(n) for n in image.shape)} (channels×height×width)")
     for f in result.files:
         print(f)
     print(result.lesson.summary())

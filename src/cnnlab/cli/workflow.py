@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "the test split. Prints accuracy, loss and per-class precision and recall, and "
         "writes confusion.png, confusion.csv, per_class.csv, misclassified.png (every "
         "wrong test image; misclassified-2.png, ... when there are more than 200, at most "
-        "20 pages) and evaluation.json.",
+        "20 pages), top-losses.png (the mistakes the model was surest of: the highest-loss "
+        "wrong test images, with the probability of each wrong answer) and evaluation.json.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
     p.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
@@ -81,6 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="average each prediction over one-pixel shifts of the image (default: as each "
         "run was trained, so the figures match its metrics.json)",
+    )
+    p.add_argument(
+        "--top-losses",
+        type=positive_int,
+        default=24,
+        metavar="N",
+        help="images in top-losses.png (default 24)",
     )
     p.add_argument("--no-reports", action="store_true", help="print only; write no files")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -240,7 +248,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     reports = None
     if not args.no_reports:
-        reports = write_reports(result, args.out or default_report_dir(args.runs))
+        reports = write_reports(
+            result, args.out or default_report_dir(args.runs), top=args.top_losses
+        )
     if args.json:
         report = result.to_dict()
         if reports is not None:
@@ -314,11 +324,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from cnnlab.runs import load_run
     from cnnlab.viz.plots import plot_history, plot_image_grid
+    from cnnlab.viz.tiles import short_name
 
     run = load_run(args.run)
     out = Path(args.out) if args.out else run.path
@@ -335,13 +345,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     probs = run.predict(test.images[idx])
     pred = probs.argmax(1)
     titles, colors = [], []
+    names = [short_name(c, 12) for c in run.classes]  # two names share a 1.6-inch title
     for t, p in zip(test.labels[idx].tolist(), pred.tolist(), strict=True):
-        titles.append(f"true {run.classes[t]} / pred {run.classes[p]}")
+        titles.append(f"true {names[t]} / pred {names[p]}")
         colors.append("black" if t == p else "red")
-    images = test.images[idx, 0].numpy().astype(np.uint8)
     written.append(
         plot_image_grid(
-            images,
+            test.images[idx],
             titles,
             out / "predictions.png",
             colors,

@@ -3,7 +3,7 @@
 The numbers a careful practitioner looks at after the accuracy: the confusion matrix
 (rows are the true class, columns the predicted one), precision, recall, F1 and
 support per class, and the list of misclassified test images with the confidence of
-each wrong prediction (:mod:`.scores`), for each run and their ensemble
+each wrong prediction and the wrong predictions with the highest loss (:mod:`.scores`), for each run and their ensemble
 (:mod:`.on_test`), written as pictures, CSV and JSON (:mod:`.reports`)::
 
     from cnnlab.evaluation import evaluate_on_test, write_reports
@@ -15,6 +15,7 @@ each wrong prediction (:mod:`.scores`), for each run and their ensemble
 from cnnlab.evaluation.on_test import EvaluationResult, evaluate_on_test
 from cnnlab.evaluation.reports import (
     REPORT_FILES,
+    TOP_LOSSES,
     Reports,
     check_report_dir,
     default_report_dir,
@@ -28,10 +29,13 @@ from cnnlab.evaluation.scores import (
     confusion_matrix,
     evaluate_probabilities,
     find_misclassified,
+    sample_losses,
+    top_losses,
 )
 
 __all__ = [
     "REPORT_FILES",
+    "TOP_LOSSES",
     "ClassScores",
     "Evaluation",
     "EvaluationResult",
@@ -44,5 +48,7 @@ __all__ = [
     "evaluate_on_test",
     "evaluate_probabilities",
     "find_misclassified",
+    "sample_losses",
+    "top_losses",
     "write_reports",
 ]

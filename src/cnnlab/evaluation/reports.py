@@ -15,12 +15,17 @@ import torch
 from cnnlab import atomic
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.on_test import EvaluationResult
+from cnnlab.evaluation.scores import top_losses
+
+TOP_LOSSES = 24
+"""How many images ``top-losses.png`` shows by default."""
 
 REPORT_FILES = (
     "confusion.png",
     "confusion.csv",
     "per_class.csv",
     "misclassified.png",
+    "top-losses.png",
     "evaluation.json",
 )
 """The files :func:`write_reports` writes (``misclassified-2.png`` … when there are more pages)."""
@@ -87,6 +92,7 @@ def write_reports(
     *,
     per_page: int = 200,
     max_pages: int | None = 20,
+    top: int = TOP_LOSSES,
 ) -> Reports:
     """Write the evaluation of ``result.final`` (the run, or the ensemble) into ``out``.
 
@@ -95,15 +101,22 @@ def write_reports(
     class names, first column the true class), ``per_class.csv`` (class, precision,
     recall, f1, support), ``misclassified.png`` and ``misclassified-2.png``, … (every
     misclassified test image, ``per_page`` a page, at most ``max_pages`` pages; grouped
-    by true, then predicted class, most confident first) and ``evaluation.json``
-    (accuracy, loss, per-class figures, confusion matrix, the misclassified images, the
-    runs and the dataset). Pages left from an earlier, longer report are removed.
+    by true, then predicted class, most confident first), ``top-losses.png`` (the
+    ``top`` misclassified images with the highest loss: the mistakes the model was surest
+    of) and ``evaluation.json`` (accuracy, loss, per-class figures, confusion matrix, the
+    misclassified images, the top losses, the runs and the dataset). Pages left from an
+    earlier, longer report are removed. Long class names are shortened in the pictures.
     """
     from cnnlab.viz.evaluation_plots import page_path, paginate, plot_confusion_matrix, plot_tiles
+    from cnnlab.viz.tiles import short_name
 
+    if top < 1:
+        raise ValueError(f"top-losses.png needs at least 1 image, got {top}")
     folder = check_report_dir(out)
     final = result.final
     classes = final.classes
+    names = [short_name(c) for c in classes]
+    worst = top_losses(final.misclassified, top)
     ordered = sorted(final.misclassified, key=lambda m: (m.true, m.predicted, -m.confidence))
     pages = paginate(ordered, per_page, max_pages)
     shown = sum(len(p) for p in pages)
@@ -144,7 +157,7 @@ def write_reports(
             page_files.append(
                 plot_tiles(
                     result.test.images[idx],
-                    [f"{classes[m.true]}→{classes[m.predicted]} {m.confidence:.2f}" for m in page],
+                    [f"{names[m.true]}→{names[m.predicted]} {m.confidence:.2f}" for m in page],
                     page_path(folder, "misclassified", number),
                     notes=[f"#{m.index}" for m in page],
                     title=title,
@@ -153,6 +166,19 @@ def write_reports(
         if not pages:
             page_files.append(_no_errors_page(folder / "misclassified.png", heading))
         written += page_files
+        if worst:
+            written.append(
+                plot_tiles(
+                    result.test.images[torch.tensor([m.index for m in worst])],
+                    [f"true {names[m.true]} / pred {names[m.predicted]}" for m in worst],
+                    folder / "top-losses.png",
+                    notes=[f"p={m.confidence:.2f}  loss {m.loss:.2f}  #{m.index}" for m in worst],
+                    title=f"{heading}: the {len(worst)} most confident mistakes (highest loss "
+                    f"first); each: true / predicted class, its probability, loss, test index",
+                )
+            )
+        else:
+            written.append(_no_errors_page(folder / "top-losses.png", heading))
         report = {
             "model": final.name,
             "runs": [{"run": e.name, "accuracy": e.accuracy, "loss": e.loss} for e in result.runs],
@@ -163,6 +189,17 @@ def write_reports(
             **final.to_dict(misclassified=True),
             "misclassified_pages": [p.name for p in page_files],
             "misclassified_shown": shown,
+            "top_losses": [
+                {
+                    "index": m.index,
+                    "true": classes[m.true],
+                    "predicted": classes[m.predicted],
+                    "probability": round(m.confidence, 6),
+                    "loss": round(m.loss, 6),
+                }
+                for m in worst
+            ],
+            "top_losses_page": "top-losses.png",
         }
         atomic.write_json(folder / "evaluation.json", report)
         written.append(folder / "evaluation.json")

@@ -78,22 +78,45 @@ class Misclassified:
     """Predicted class index."""
     confidence: float
     """Probability the model gave its (wrong) prediction."""
+    loss: float = float("nan")
+    """The sample's loss: negative log of the probability given to the true class."""
 
 
 def find_misclassified(probs: torch.Tensor, labels: torch.Tensor) -> list[Misclassified]:
     """Every sample whose most probable class is not its label, in test-set order."""
     confidence, predicted = probs.max(1)
     wrong = (predicted != labels).nonzero().flatten()
+    losses = sample_losses(probs[wrong], labels[wrong])
     return [
-        Misclassified(i, t, p, c)
-        for i, t, p, c in zip(
+        Misclassified(i, t, p, c, loss)
+        for i, t, p, c, loss in zip(
             wrong.tolist(),
             labels[wrong].tolist(),
             predicted[wrong].tolist(),
             confidence[wrong].tolist(),
+            losses.tolist(),
             strict=True,
         )
     ]
+
+
+def sample_losses(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sample's negative log-likelihood of its label, as the evaluation's mean loss
+    counts it (probabilities clamped at 1e-12, so a certain mistake costs about 27.6)."""
+    probs = torch.as_tensor(probs).float()
+    labels = torch.as_tensor(labels).long()
+    return -probs.clamp_min(1e-12).log().gather(1, labels[:, None]).flatten()
+
+
+def top_losses(misclassified: Sequence[Misclassified], count: int = 24) -> list[Misclassified]:
+    """The ``count`` misclassified samples with the highest loss, highest first.
+
+    These are the mistakes the model was surest of: the least probability on the true
+    class. Ties keep test-set order.
+    """
+    if count < 0:
+        raise ValueError(f"count must not be negative, got {count}")
+    return sorted(misclassified, key=lambda m: -m.loss)[:count]
 
 
 @dataclass
@@ -146,6 +169,7 @@ class Evaluation:
                     "true": self.classes[m.true],
                     "predicted": self.classes[m.predicted],
                     "confidence": round(m.confidence, 6),
+                    "loss": round(m.loss, 6),
                 }
                 for m in self.misclassified
             ]

@@ -12,6 +12,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from cnnlab.viz.figures import save_figure
+from cnnlab.viz.tiles import short_name, tile_images
 
 T = TypeVar("T")
 
@@ -62,20 +63,26 @@ def plot_confusion_matrix(
     errors = np.where(~diag & (cm > 0), share, np.nan)
     correct = np.where(diag, share, np.nan)
 
-    side = max(5.0, 0.62 * k + 2.5)
+    # The figure grows with the class count so that cells stay about 0.62 inch wide and
+    # up to ~20 classes a count still fits in 7-point type.
+    side = max(4.0, 0.62 * k + 2.5)
+    font = 9 if k <= 12 else 7 if k <= 20 else max(5, int(140 / k))
+    small = max(font - 2, 6)
     fig = Figure(figsize=(side + 1.8, side))
     ax = fig.subplots()
+    # The colour bar keeps clear of the recall and support written right of the rows.
+    right_text = (len(f"100.0%  n={int(support.max(initial=0))}") * 0.6 * (small + 1)) / 72
+    pad = (right_text + 0.25) / ((side + 1.8) * 0.775)
     off = errors[~np.isnan(errors)]
     hi = 1.0
     if off.size:
         lo = min(float(off.min()), 1e-3)
         hi = max(float(off.max()), lo * 10)
         err_img = ax.imshow(errors, cmap="Reds", norm=LogNorm(lo / 2, hi), interpolation="nearest")
-        bar = fig.colorbar(err_img, ax=ax, fraction=0.046, pad=0.16, shrink=0.8)
+        bar = fig.colorbar(err_img, ax=ax, fraction=0.046, pad=pad, shrink=0.8)
         bar.set_label("errors: share of the true class (log scale)")
     ax.imshow(correct, cmap="Blues", norm=Normalize(0.0, 1.4), interpolation="nearest")
 
-    font = 9 if k <= 12 else max(5, int(110 / k))
     for i in range(k):
         for j in range(k):
             if cm[i, j] == 0:
@@ -97,21 +104,27 @@ def plot_confusion_matrix(
             )
     for i in range(k):
         recall = cm[i, i] / support[i] if support[i] else 0.0
-        ax.text(k - 0.3, i, f"{recall:6.1%}  n={support[i]}", va="center", fontsize=font - 1)
+        _note(ax, f"{recall:6.1%}  n={support[i]}", (k - 0.5, i), (6, 0), small + 1, va="center")
     for j in range(k):
         precision = cm[j, j] / predicted[j] if predicted[j] else 0.0
-        ax.text(j, -0.75, f"{precision:.1%}", ha="center", va="bottom", fontsize=font - 2)
-    ax.text(k - 0.3, -0.75, "recall  support", va="bottom", fontsize=font - 1)
-    ax.text(-0.6, -0.75, "precision", ha="right", va="bottom", fontsize=font - 2)
+        _note(ax, f"{precision:.1%}", (j, -0.5), (0, 4), small, ha="center")
+    _note(ax, "recall  support", (k - 0.5, -0.5), (6, 4), small + 1)
+    _note(ax, "precision", (-0.5, -0.5), (-4, 4), small, ha="right")
 
-    long_names = max(len(c) for c in classes) > 3
+    # Folder names can be long: both axes show them cut to 20 characters (start and end),
+    # the column labels slanted once they are wider than a cell.
+    names = [short_name(c, 20) for c in classes]
+    long_names = max(len(c) for c in names) > 3
+    label_font = 10 if k <= 12 else 8
     ax.set_xticks(
         range(k),
-        list(classes),
+        names,
         rotation=45 if long_names else 0,
         ha="right" if long_names else "center",
+        rotation_mode="anchor" if long_names else "default",
+        fontsize=label_font,
     )
-    ax.set_yticks(range(k), list(classes))
+    ax.set_yticks(range(k), names, fontsize=label_font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_xticks(np.arange(-0.5, k), minor=True)
@@ -132,6 +145,15 @@ def plot_confusion_matrix(
     return save_figure(fig, path, dpi=110, tight=True)
 
 
+def _note(
+    ax, text: str, xy: tuple[float, float], offset: tuple[float, float], size: float, **align: str
+) -> None:
+    """``text`` beside the data point ``xy``, ``offset`` points away: the distance from
+    the matrix stays the same whatever the cell size."""
+    align = {"va": "bottom", "ha": "left", **align}
+    ax.annotate(text, xy, xytext=offset, textcoords="offset points", fontsize=size, **align)
+
+
 def plot_tiles(
     images: torch.Tensor | np.ndarray,
     titles: Sequence[str],
@@ -144,21 +166,17 @@ def plot_tiles(
     max_width: int = 2000,
     dpi: int = 100,
 ) -> Path:
-    """Grey images in a compact grid, each under a one-line title and an optional note.
+    """Images in a compact grid, each under a one-line title and an optional note.
 
-    ``images`` is ``N×H×W`` or ``N×1×H×W``, uint8 or floats in [0, 1]. Each image is
-    enlarged by a whole factor to about ``tile_pixels`` on its longer side and drawn
-    pixel for pixel (nearest neighbour); ``columns`` defaults to as many as fit in
-    ``max_width`` pixels. Titles are written in 9-point type, notes in smaller grey.
+    ``images`` is ``N×H×W``, ``N×1×H×W`` (grey) or ``N×3×H×W`` (colour), uint8 or floats
+    in [0, 1] (see :func:`cnnlab.viz.tiles.tile_images`). Each image is enlarged by a
+    whole factor to about ``tile_pixels`` on its longer side and drawn pixel for pixel
+    (nearest neighbour); ``columns`` defaults to as many as fit in ``max_width`` pixels.
+    Titles are written in 9-point type, notes in smaller grey.
     """
-    imgs = np.asarray(torch.as_tensor(images).cpu())
-    if imgs.ndim == 4 and imgs.shape[1] == 1:
-        imgs = imgs[:, 0]
-    if imgs.ndim != 3:
-        raise ValueError(f"expected N×H×W images, got shape {imgs.shape}")
-    if imgs.dtype != np.uint8:
-        imgs = np.clip(imgs.astype(np.float64) * 255.0, 0, 255).astype(np.uint8)
-    n, h, w = imgs.shape
+    imgs = tile_images(images)
+    n, h, w = imgs.shape[:3]
+    colour = imgs.ndim == 4
     if len(titles) != n or (notes is not None and len(notes) != n):
         raise ValueError(f"{n} images need {n} titles (and notes)")
     scale = max(1, round(tile_pixels / max(h, w)))
@@ -166,7 +184,7 @@ def plot_tiles(
     title_px, note_px = 9 * dpi / 72, 7 * dpi / 72
     longest = max((len(t) for t in titles), default=0)
     gap = 10
-    cell_w = int(max(tile_w, 0.56 * title_px * longest)) + gap
+    cell_w = int(max(tile_w, 0.6 * title_px * longest)) + gap
     band = int(title_px * 1.35 + (note_px * 1.3 if notes is not None else 0)) + 2
     cell_h = tile_h + band + gap
     if columns is None:
@@ -175,7 +193,7 @@ def plot_tiles(
     rows = max(1, -(-n // columns))
     header = 34 if title else 4
     width, height = columns * cell_w + gap, header + rows * cell_h
-    canvas = np.full((height, width), 255, dtype=np.uint8)
+    canvas = np.full((height, width, 3) if colour else (height, width), 255, dtype=np.uint8)
     corners = []
     for i in range(n):
         r, c = divmod(i, columns)
@@ -186,7 +204,9 @@ def plot_tiles(
 
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="equal")
+    # An RGB canvas is drawn as it is; cmap and limits only apply to a grey one.
+    shown = {} if colour else {"cmap": "gray", "vmin": 0, "vmax": 255}
+    ax.imshow(canvas, interpolation="nearest", aspect="equal", **shown)
     ax.set_axis_off()
     for i, (x, y) in enumerate(corners):
         cx = x + tile_w / 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -63,34 +64,78 @@ def feature_maps(
     ]
 
 
+def rgb_kernels(weight: torch.Tensor) -> np.ndarray:
+    """Three-channel kernels (``Cout×3×kh×kw``) as RGB pictures, ``Cout×kh×kw×3`` in [0, 1].
+
+    Each kernel is scaled on its own, jointly over its three channels: its smallest weight
+    becomes 0 and its largest 1. A kernel that weighs red up and blue down so shows as
+    red, whatever the strength of the other kernels; a flat kernel is mid-grey.
+    """
+    w = weight.detach().float().cpu()
+    if w.ndim != 4 or w.shape[1] != 3:
+        raise ValueError(f"expected Cout×3×kh×kw kernels, got shape {tuple(w.shape)}")
+    lo = w.amin(dim=(1, 2, 3), keepdim=True)
+    span = w.amax(dim=(1, 2, 3), keepdim=True) - lo
+    rgb = torch.where(span > 0, (w - lo) / span.clamp_min(1e-12), torch.full_like(w, 0.5))
+    return rgb.permute(0, 2, 3, 1).numpy()
+
+
 def kernel_grid_figure(
-    weight: torch.Tensor, *, title: str = "", max_kernels: int = 64, panel_inches: float = 0.9
+    weight: torch.Tensor,
+    *,
+    title: str = "",
+    max_kernels: int = 64,
+    panel_inches: float = 0.9,
+    view: str = "auto",
 ) -> Figure:
     """The kernels of one convolution layer (``Cout×Cin×kh×kw``) as a labelled grid.
 
-    One-channel kernels share one diverging colour scale (red positive, blue negative), so
-    strong and weak kernels can be compared; three-channel kernels are shown in colour,
-    scaled together to [0, 1]; for other inputs the first input channel is shown. Each
+    ``view`` says how a kernel is drawn: ``"signed"`` on one diverging colour scale shared
+    by all kernels (red positive, blue negative), so strong and weak kernels can be
+    compared, each input channel side by side (the first three); ``"rgb"`` as a colour
+    picture of a three-channel kernel (:func:`rgb_kernels`); ``"auto"`` is ``"rgb"`` for
+    three input channels and otherwise ``"signed"`` on the first input channel. Each
     kernel cell is drawn as a block (nearest-neighbour upscaling).
     """
+    if view not in ("auto", "signed", "rgb"):
+        raise ValueError(f"view must be auto, signed or rgb, not {view!r}")
     w = weight.detach().float().cpu()[:max_kernels]
     panels: list[Panel] = []
-    if w.shape[1] == 3:
-        lo, hi = float(w.min()), float(w.max())
-        rgb = ((w - lo) / max(hi - lo, 1e-12)).permute(0, 2, 3, 1).numpy()
+    if view == "rgb" or (view == "auto" and w.shape[1] == 3):
+        rgb = rgb_kernels(w)
         panels = [Panel(f"{i}", rgb[i]) for i in range(len(w))]
+        ncols = min(len(panels), 8)
     else:
-        scale = float(w.abs().max()) or 1.0
+        channels = 1 if view == "auto" else min(w.shape[1], 3)
+        scale = float(w[:, :channels].abs().max()) or 1.0
+        signed = {"cmap": "RdBu_r", "vmin": -scale, "vmax": scale}
         for i in range(len(w)):
-            panels.append(
-                Panel(f"{i}", w[i, 0].numpy(), {"cmap": "RdBu_r", "vmin": -scale, "vmax": scale})
-            )
-        if w.shape[1] != 1:
+            panels.append(Panel(f"{i}", _side_by_side(w[i, :channels].numpy()), signed))
+        if channels > 1:
+            names = "R, G, B" if w.shape[1] == 3 else f"input channels 0-{channels - 1}"
+            title = f"{title} ({names} side by side; red positive, blue negative)".strip()
+        elif w.shape[1] != 1:
             title = f"{title} (input channel 0 of {w.shape[1]})".strip()
-    ncols = min(len(panels), 8)
+        # Wider panels (several channels each) get fewer columns.
+        ncols = min(len(panels), 8 if channels == 1 else 4)
+        panel_inches *= 1 if channels == 1 else 0.75 * channels
     return panel_grid_figure(
         panels, ncols=ncols, title=title, panel_inches=panel_inches, title_size=8
     )
+
+
+def _side_by_side(channels: np.ndarray, block: int = 4) -> np.ndarray:
+    """``C×kh×kw`` as one picture, the channels left to right; each weight drawn as a
+    ``block×block`` square so that the blank (NaN) line between channels stays thin next
+    to a weight and the channels of one kernel read as one group."""
+    big = channels.repeat(block, axis=1).repeat(block, axis=2)
+    if len(big) == 1:
+        return channels[0]
+    gap = np.full((big.shape[1], 1), np.nan, dtype=big.dtype)
+    parts: list[np.ndarray] = []
+    for i, part in enumerate(big):
+        parts += [gap, part] if i else [part]
+    return np.concatenate(parts, axis=1)
 
 
 def feature_map_figure(

@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cnnlab.viz.figures import save_figure
+from cnnlab.viz.tiles import tile_images
 
 
 def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
@@ -40,16 +41,22 @@ def plot_image_grid(
     columns: int = 8,
     title: str = "",
 ) -> Path:
-    """A grid of grey images (N×H×W uint8 or float) with one title each."""
+    """A grid of images with one title each: grey (``N×H×W`` or ``N×1×H×W``) or colour
+    (``N×3×H×W``), uint8 or floats in [0, 1] (see :func:`cnnlab.viz.tiles.tile_images`)."""
+    images = tile_images(images)
     n = len(images)
     columns = max(1, min(columns, n))
     rows = max(1, -(-n // columns))
-    fig = Figure(figsize=(1.6 * columns, 1.85 * rows))
+    # Columns widen for long titles (about 0.075 inch a character at 9 points).
+    longest = max((len(t) for t in titles), default=0)
+    fig = Figure(figsize=(max(1.6, 0.075 * longest) * columns, 1.85 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(images[i], cmap="gray", interpolation="nearest")
+            # A grey image is stretched to its own range; a colour one is drawn as it is.
+            shown = {"cmap": "gray"} if images[i].ndim == 2 else {}
+            ax.imshow(images[i], interpolation="nearest", **shown)
             ax.set_title(titles[i], fontsize=9, color=(colors[i] if colors else "black"))
     if title:
         fig.suptitle(title)

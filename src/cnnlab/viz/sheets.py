@@ -190,8 +190,12 @@ def write_visualization(
     """Write the first layer's kernels, each convolution's feature maps and the lesson.
 
     ``x`` is one preprocessed input (``1×C×H×W``) ready for ``model``. Files written into
-    ``out_dir``: ``kernels.png``, ``features-<n>-<layer>.png`` per convolution layer and
-    ``pooling-shift.png`` (on ``lesson_image``, default the input's first channel).
+    ``out_dir``: ``kernels.png`` (signed weights on one scale; of a colour input, its
+    red, green and blue weights side by side), ``kernels-rgb.png`` when the first
+    convolution reads three channels (each kernel as a colour picture, see
+    :func:`cnnlab.viz.features.rgb_kernels`), ``features-<n>-<layer>.png`` per
+    convolution layer and ``pooling-shift.png`` (on ``lesson_image``, default the
+    input's first channel).
     """
     convs = conv_layers(model)
     if not convs:
@@ -200,11 +204,22 @@ def write_visualization(
     files: list[Path] = []
     name, first = convs[0]
     kh, kw = first.kernel_size
+    what = f"the first convolution ({name}): {first.out_channels}@{kh}×{kw}"
+    colour = first.in_channels == 3
     fig = kernel_grid_figure(
         first.weight,
-        title=f"learned kernels of the first convolution ({name}): {first.out_channels}@{kh}×{kw}",
+        title=f"learned kernels of {what}",
+        view="signed" if colour else "auto",
     )
     files.append(_save(fig, out / "kernels.png"))
+    if colour:
+        fig = kernel_grid_figure(
+            first.weight,
+            title=f"learned kernels of {what} as colours\n(each scaled to its own range: "
+            "the colour a kernel responds to most shows bright)",
+            view="rgb",
+        )
+        files.append(_save(fig, out / "kernels-rgb.png"))
     was_training = model.training
     model.eval()
     try:
