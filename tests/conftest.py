@@ -132,13 +132,14 @@ def write_photo_folder(root: Path, per_class: int = 12, size: tuple[int, int] = 
 
 @pytest.fixture(scope="session")
 def photo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seed000-cnn run trained for one epoch on a folder of 16×16 colour pictures."""
+    """A seed000-cnn run trained for three epochs on a folder of 16×16 colour pictures
+    (enough to tell the three colours apart)."""
     from cnnlab.cli import main
 
     base = tmp_path_factory.mktemp("photo-run")
     folder = write_photo_folder(base / "pictures")
     out = base / "run"
-    argv = ["train", "--data", str(folder), "--model", "seed000-cnn", "--epochs", "1"]
+    argv = ["train", "--data", str(folder), "--model", "seed000-cnn", "--epochs", "3"]
     code = main([*argv, "--image-size", "16", "--out", str(out), "--quiet"])
     assert code == 0
     return out
