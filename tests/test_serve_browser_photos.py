@@ -92,6 +92,7 @@ def test_photo_page_offers_an_upload_not_a_drawing(page: Any) -> None:
     assert not page.locator("#pad").is_visible()
     assert not page.locator("#clear").is_visible()
     assert page.locator("#draw-title").inner_text().strip() == "Upload a photo"
+    assert "upload a photo" in page.locator("#tagline").inner_text()
     assert "Upload a photo" in page.locator("#upload-label").inner_text()
     assert "16×16" in page.locator("#seen-caption").inner_text()
     labels = page.locator(".bar-row .bar-label").all_inner_texts()

@@ -419,6 +419,7 @@
     if (!photos) return;
     const [ch, h, w] = info.input_shape;
     document.title = "cnnlab · upload a photo";
+    $("tagline").textContent = "· upload a photo, watch the network think";
     $("draw-title").textContent = "Upload a photo";
     pad.hidden = true;
     $("clear").hidden = true;
