@@ -109,3 +109,37 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         progress=False,
     )
     return out
+
+
+#: The classes of :func:`photo_run`'s pictures and the colour each one is painted.
+PHOTO_COLOURS = {"apples": (220, 30, 30), "leaves": (30, 200, 40), "sky": (40, 80, 230)}
+
+
+def write_photo_folder(root: Path, per_class: int = 12, size: tuple[int, int] = (20, 14)) -> Path:
+    """A folder of small colour PNGs, one sub-folder per class of :data:`PHOTO_COLOURS`
+    (noisy flat colour, so the class is visible by colour and a network learns it fast)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, colour in PHOTO_COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.integers(-25, 26, (size[1], size[0], 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seed000-cnn run trained for three epochs on a folder of 16×16 colour pictures
+    (enough to tell the three colours apart)."""
+    from cnnlab.cli import main
+
+    base = tmp_path_factory.mktemp("photo-run")
+    folder = write_photo_folder(base / "pictures")
+    out = base / "run"
+    argv = ["train", "--data", str(folder), "--model", "seed000-cnn", "--epochs", "3"]
+    code = main([*argv, "--image-size", "16", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out

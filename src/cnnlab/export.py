@@ -1,18 +1,21 @@
 """Export a run's model, preprocessing included, to ONNX or TorchScript.
 
-The exported graph takes what the run's dataset holds and what ``cnnlab predict``
-produces: **uint8 images, N×1×28×28**, white ink on black, 0–255. Inside the graph
-they are scaled to 0–1, normalised with the run's mean and std and fitted to the
-model's input size (zero-padded or resized, channels repeated) exactly as the run's
-:class:`~cnnlab.data.loader.Preprocess` does, so a consumer never has to re-implement
-the preprocessing. The single output, ``logits``, is float32 N×classes; a softmax
+The exported graph takes what the run's data holds and what ``cnnlab predict``
+prepares: **uint8 images N×C×H×W** of the run's image shape
+(:attr:`~cnnlab.runs.Run.preparation`), 0–255: N×1×28×28 white ink on black for
+MNIST-style digits, N×3×H×W RGB for photo runs (CIFAR-10 N×3×32×32; a folder's images
+at their ``--image-size``). Inside the graph they are scaled to 0–1, normalised with the
+run's mean and std and fitted to the model's input size (zero-padded or resized,
+channels repeated) exactly as the run's :class:`~cnnlab.data.loader.Preprocess` does,
+so a consumer never has to re-implement the preprocessing; decoding a file and bringing
+it to H×W (``cnnlab predict``'s preparation) stays outside. The single output, ``logits``, is float32 N×classes; a softmax
 over axis 1 gives the probabilities ``cnnlab predict`` shows. The batch axis is
 dynamic.
 
 ONNX files are written by ``torch.onnx.export`` with the ``torch.export``-based
 exporter (it needs ``onnx`` and ``onnxscript``) and checked with ``onnxruntime``
 against the eager model before they are moved into place; the class names, model
-id and preprocessing are stored in the file's metadata. TorchScript files are traced
+id, preprocessing and image preparation are stored in the file's metadata. TorchScript files are traced
 with ``torch.jit.trace`` (deprecated by PyTorch, but still loadable with nothing but
 torch). Both are written atomically.
 """
@@ -38,7 +41,8 @@ from cnnlab.data.loader import Preprocess
 from cnnlab.errors import CnnlabError
 
 FORMATS = ("onnx", "torchscript")
-#: The shape of one input image: what every cnnlab dataset stores (grey 28×28).
+#: The shape of one input image of a digit run (grey 28×28, as MNIST stores it);
+#: other runs take their own :attr:`~cnnlab.runs.Run.preparation` shape.
 IMAGE_SHAPE = (1, 28, 28)
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
@@ -70,6 +74,8 @@ class ExportResult:
     same_predictions: bool
     checked_batches: tuple[int, ...]
     opset: int | None = None
+    #: One input image's (channels, height, width).
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE
 
     def describe(self) -> str:
         """Two lines for the command line."""
@@ -77,7 +83,7 @@ class ExportResult:
         runtime = "onnxruntime" if self.format == "onnx" else "the TorchScript file"
         wrote = (
             f"wrote {self.path} ({what}, {self.bytes / 1e6:.2f} MB): input {INPUT_NAME} uint8 "
-            f"N×{'×'.join(map(str, IMAGE_SHAPE))}, output {OUTPUT_NAME} float32 N×classes"
+            f"N×{'×'.join(map(str, self.image_shape))}, output {OUTPUT_NAME} float32 N×classes"
         )
         if not self.checked_batches:
             return wrote + "\nnot checked against PyTorch"
@@ -121,12 +127,17 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def check_inputs(batch_sizes: Sequence[int] = CHECK_BATCHES, seed: int = 0) -> list[torch.Tensor]:
-    """Reproducible uint8 test batches: random noise, plus a blank and a full-white image."""
+def check_inputs(
+    batch_sizes: Sequence[int] = CHECK_BATCHES,
+    seed: int = 0,
+    shape: tuple[int, int, int] = IMAGE_SHAPE,
+) -> list[torch.Tensor]:
+    """Reproducible uint8 test batches of ``shape`` images: random noise, plus a blank
+    and a full-white image."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for n in batch_sizes:
-        x = torch.randint(0, 256, (n, *IMAGE_SHAPE), dtype=torch.uint8, generator=gen)
+        x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=gen)
         if n > 2:
             x[0].zero_()
             x[1].fill_(255)
@@ -153,6 +164,18 @@ def _compare(
     return worst, same
 
 
+def input_description(run: Any) -> str:
+    """What the exported file's input holds, in one line."""
+    shape = "×".join(map(str, run.preparation.shape))
+    if run.preparation.digits:
+        return f"{INPUT_NAME}: uint8 N×{shape}, white ink on black, 0-255"
+    colour = "RGB" if run.preparation.shape[0] == 3 else "grey"
+    return (
+        f"{INPUT_NAME}: uint8 N×{shape}, {colour} 0-255, each picture decoded and "
+        f"resized ({run.preparation.resize}) like the run's images"
+    )
+
+
 def _onnx_metadata(run: Any) -> dict[str, str]:
     from cnnlab import __version__
 
@@ -163,7 +186,8 @@ def _onnx_metadata(run: Any) -> dict[str, str]:
         "dataset": run.dataset,
         "classes": json.dumps(list(run.classes)),
         "preprocess": json.dumps(run.preprocess.to_dict()),
-        "input": f"{INPUT_NAME}: uint8 N×1×28×28, white ink on black, 0-255",
+        "images": json.dumps(run.preparation.to_dict()),
+        "input": input_description(run),
         "output": f"{OUTPUT_NAME}: float32 N×{len(run.classes)}; softmax gives probabilities",
         "test_accuracy": str(run.metrics.get("test_accuracy", "")),
     }
@@ -174,8 +198,10 @@ def write_onnx(
     path: str | Path,
     opset: int = DEFAULT_OPSET,
     metadata: dict[str, str] | None = None,
+    shape: tuple[int, int, int] = IMAGE_SHAPE,
 ) -> None:
-    """Export ``module`` (uint8 images N×1×28×28 in, one output) to an ONNX file at ``path``.
+    """Export ``module`` (uint8 images N×C×H×W of ``shape`` in, one output) to an ONNX
+    file at ``path``.
 
     The batch axis is dynamic; ``metadata`` goes into the file's metadata_props. The
     file is written as is (not atomically) and checked with ``onnx.checker``.
@@ -183,7 +209,7 @@ def write_onnx(
     require("onnx", "onnxscript")
     import onnx
 
-    example = check_inputs((2,))[0]
+    example = check_inputs((2,), shape=shape)[0]
     batch = torch.export.Dim("batch", min=1)
     try:
         with _quiet():
@@ -206,7 +232,8 @@ def write_onnx(
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = "cnnlab model with its preprocessing: uint8 images N×1×28×28 in, logits out"
+    dims = "×".join(map(str, shape))
+    proto.doc_string = f"cnnlab model with its preprocessing: uint8 images N×{dims} in, logits out"
     onnx.save_model(proto, str(path))
     onnx.checker.check_model(str(path))
 
@@ -232,8 +259,8 @@ def _onnx_runner(path: Path) -> Any:
     return run
 
 
-def _export_torchscript(module: ExportedModel, tmp: Path) -> Any:
-    example = check_inputs((2,))[0]
+def _export_torchscript(module: ExportedModel, tmp: Path, shape: tuple[int, int, int]) -> Any:
+    example = check_inputs((2,), shape=shape)[0]
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(module, (example,))
         torch.jit.save(traced, str(tmp))
@@ -271,16 +298,17 @@ def export_run(
     out = Path(out)
     if out.is_dir():
         raise CnnlabError(f"{out} is a folder; give a file name, e.g. {out / 'model.onnx'}")
-    inputs = check_inputs()
+    shape = run.preparation.shape
+    inputs = check_inputs(shape=shape)
     diff, same = 0.0, True
 
     def write(tmp: Path) -> None:
         nonlocal diff, same
         if format == "onnx":
-            write_onnx(module, tmp, opset, _onnx_metadata(run))
+            write_onnx(module, tmp, opset, _onnx_metadata(run), shape)
             runner = _onnx_runner(tmp) if check else None
         else:
-            runner = _export_torchscript(module, tmp)
+            runner = _export_torchscript(module, tmp, shape)
         if check:
             diff, same = _compare(module, runner, inputs)
             if not same or diff > 1e-3:
@@ -298,4 +326,5 @@ def export_run(
         same_predictions=same,
         checked_batches=CHECK_BATCHES if check else (),
         opset=opset if format == "onnx" else None,
+        image_shape=shape,
     )

@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "export",
         help="write a run's model as ONNX (or TorchScript), checked against PyTorch",
         description="Export a trained run with its preprocessing inside the graph: the file "
-        "takes uint8 images N×1×28×28 (white ink on black, 0-255, any batch size) and "
-        "returns float32 logits N×classes. An ONNX file is checked with onnxruntime "
+        "takes uint8 images N×C×H×W of the run's image shape (N×1×28×28 white ink on black "
+        "for digits, N×3×H×W RGB for photo runs; 0-255, any batch size) and returns "
+        "float32 logits N×classes. An ONNX file is checked with onnxruntime "
         "against the PyTorch model before it is written (needs: pip install "
         "'cnnlab[export]').",
     )
@@ -60,6 +61,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     "opset": result.opset,
                     "bytes": result.bytes,
                     "checked_batches": list(result.checked_batches),
+                    "input_shape": ["N", *result.image_shape],
                     "max_abs_diff": result.max_abs_diff,
                     "same_predictions": result.same_predictions,
                 }

@@ -50,9 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``serve`` command."""
     p = sub.add_parser(
         "serve",
-        help="web page (draw a digit, see every layer respond) and prediction API",
-        description="Serve a trained run: the drawing page at /, POST /api/predict, "
-        "GET /api/model and the OpenAPI document at /openapi.json.",
+        help="web page (draw a digit or upload a photo, see every layer respond) and "
+        "prediction API",
+        description="Serve a trained run: the page at / (draw a digit for a digit run, "
+        "upload a photo for a photo run), POST /api/predict, GET /api/model and the "
+        "OpenAPI document at /openapi.json.",
     )
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument(

@@ -94,7 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, …) with a run")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files (PNG, JPEG, …) with a run",
+        description="Classify pictures with a trained run. Each one is prepared like the "
+        "run's data: a handwritten digit MNIST-style (a picture without ink is 'blank'), a "
+        "photo decoded and resized like the run's image folder or CIFAR-10.",
+    )
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--top", type=positive_int, default=3, help="classes to show (default 3)")
@@ -290,17 +296,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from cnnlab.data import prepare_digit
     from cnnlab.predict import is_blank
     from cnnlab.runs import load_run
 
     run = load_run(args.run)
-    batch = torch.stack([torch.from_numpy(prepare_digit(Path(f))) for f in args.images])
+    # Each picture is prepared like the run's data: a digit MNIST-style, a photo decoded
+    # and resized like the training folder (or CIFAR-10).
+    batch = run.prepare([Path(f) for f in args.images])
     probs = run.predict(batch)
+    digits = run.preparation.digits
     for file, image, p in zip(args.images, batch, probs, strict=True):
-        blank = is_blank(image)  # no ink: any answer would be a guess
+        blank = digits and is_blank(image)  # no ink: any answer would be a guess
         order = p.argsort(descending=True)
         if args.json:
             answer: dict[str, Any] = {"file": file, "prediction": None, "blank": True}

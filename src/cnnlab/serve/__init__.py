@@ -1,4 +1,5 @@
-"""The web app: draw a digit, watch a trained network respond; a small prediction API.
+"""The web app: draw a digit or upload a photo, watch a trained network respond; a small
+prediction API.
 
 :func:`create_app` builds the FastAPI application for one trained run folder;
 ``cnnlab serve RUN`` runs it with uvicorn. FastAPI is imported only when the app is

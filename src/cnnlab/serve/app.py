@@ -1,17 +1,22 @@
-"""The FastAPI application behind ``cnnlab serve``: the drawing page and a prediction API.
+"""The FastAPI application behind ``cnnlab serve``: the page and a prediction API.
 
 Routes:
 
-* ``GET /`` – the page: draw a digit, see the probabilities, the 28×28 image the model
-  received and every convolution layer's feature maps (plain HTML/CSS/JS in ``static/``).
-* ``POST /api/predict`` – classify one digit. The body is an image file (PNG, JPEG, GIF,
+* ``GET /`` – the page: draw a digit (digit runs) or upload a photo (photo runs), see the
+  probabilities by class name, the image the model received and every convolution
+  layer's feature maps (plain HTML/CSS/JS in ``static/``).
+* ``POST /api/predict`` – classify one picture. The body is an image file (PNG, JPEG, GIF,
   BMP or WebP; raw with its ``Content-Type``, or as the ``file`` field of a
-  ``multipart/form-data`` upload), which goes through :func:`cnnlab.data.prepare_digit`
-  exactly as in ``cnnlab predict``; or JSON: a 28×28 array of grey levels 0..255 (white
-  ink on black, already MNIST-style, used as is), bare or as ``{"image": [[...], ...]}``.
+  ``multipart/form-data`` upload), prepared with the run's
+  :class:`~cnnlab.data.preparation.ImagePreparation` exactly as in ``cnnlab predict``
+  (MNIST-style for digit runs, decoded and resized like the training images for photo
+  runs); or JSON: an image already prepared, used as is, bare or as ``{"image": [...]}``
+  (H rows of W grey levels 0..255 for a one-channel run, e.g. 28×28 white ink on black;
+  H rows of W ``[red, green, blue]`` triples for a colour run).
   ``?features=1`` adds each convolution layer's feature maps.
-* ``GET /api/model`` – the model: name, classes, layers with output shapes, parameters,
-  the summary table, test accuracy, and the request limits.
+* ``GET /api/model`` – the model: name, classes, how pictures are prepared and the input
+  shape, layers with output shapes, parameters, the summary table, test accuracy, and
+  the request limits.
 * ``GET /api/health`` and the OpenAPI document at ``/openapi.json``.
 
 Every refused request gets a 4xx JSON answer ``{"detail": "..."}`` (:mod:`.inputs`); the
@@ -26,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -34,10 +38,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.runs import Run, load_run
-from cnnlab.serve.inputs import SIZE, ApiError, Limits, parse_json_image, read_image_body
+from cnnlab.serve.inputs import ApiError, Limits, parse_json_image, read_image_body
 from cnnlab.serve.middleware import Guard
-from cnnlab.serve.schemas import ERRORS, PREDICT_OPENAPI, PredictResponse
-from cnnlab.serve.service import ModelService
+from cnnlab.serve.schemas import ERRORS, PredictResponse, predict_openapi
+from cnnlab.serve.service import ModelService, sample_image
 
 __all__ = ["create_app"]
 
@@ -45,9 +49,12 @@ STATIC_DIR = Path(__file__).with_name("static")
 
 PREDICT_DESCRIPTION = (
     "Send an image file (raw, with its Content-Type, or as the `file` field of a "
-    "multipart upload; prepared MNIST-style like `cnnlab predict`), or JSON: a 28×28 "
-    "array of grey levels 0..255, white ink on black, used as is (bare or as "
-    '`{"image": [...]}`). `features=1` adds each convolution layer\'s feature maps.'
+    "multipart upload; prepared like the run's images, as `cnnlab predict` does: "
+    "MNIST-style for digits, decoded and resized for photos), or JSON: the prepared "
+    'image used as is (bare or as `{"image": [...]}`): H rows of W grey levels 0..255 '
+    "for a one-channel run, H rows of W [red, green, blue] triples for a colour run "
+    "(`GET /api/model` gives `input_shape`). `features=1` adds each convolution layer's "
+    "feature maps."
 )
 
 
@@ -60,7 +67,7 @@ def create_app(
 ) -> FastAPI:
     """The web app for one trained run (a :class:`~cnnlab.runs.Run` or its folder).
 
-    With ``warm_up``, one stroke is classified (with feature maps) and the model's
+    With ``warm_up``, one stroke (an image of the run's shape) is classified (with feature maps) and the model's
     description built before the app is returned, so the first visitor does not wait.
     With ``allowed_hosts`` (see :func:`cnnlab.serve.hosts.allowed_hosts`), a request
     whose ``Host`` is not one of them, nor the address it reached, is refused with 400.
@@ -70,14 +77,14 @@ def create_app(
     limits = limits or Limits()
     service = ModelService(run, limits)
     if warm_up:
-        stroke = np.zeros((SIZE, SIZE), dtype=np.uint8)
-        stroke[4:24, 13:15] = 255  # not blank: a blank image never reaches the model
-        service.predict(stroke, features=True)
+        service.predict(sample_image(run.preparation.shape), features=True)
         service.info()
+    what = "Digit recognition" if run.preparation.digits else "Photo classification"
     app = FastAPI(
         title="cnnlab",
-        summary=f"Digit recognition with {run.spec.name}",
-        description="Draw a digit and watch the network think; a small prediction API.",
+        summary=f"{what} with {run.spec.name}",
+        description="Draw a digit or upload a photo and watch the network think; "
+        "a small prediction API.",
         docs_url=None,  # the bundled Swagger/ReDoc pages load scripts from a CDN
         redoc_url=None,
     )
@@ -150,11 +157,11 @@ def _add_routes(
 
     @app.post(
         "/api/predict",
-        summary="Classify one digit",
+        summary="Classify one picture",
         description=PREDICT_DESCRIPTION,
         response_model=PredictResponse,
         responses=ERRORS,
-        openapi_extra=PREDICT_OPENAPI,
+        openapi_extra=predict_openapi(service.run.preparation.shape),
     )
     async def predict(
         request: Request,
@@ -170,7 +177,10 @@ def _add_routes(
 
         def work() -> dict[str, Any]:
             t = time.perf_counter()
-            image = parse_json_image(data) if is_json else service.prepare_image(data)
+            if is_json:
+                image = parse_json_image(data, service.run.preparation.shape)
+            else:
+                image = service.prepare_image(data)
             prepare_ms = (time.perf_counter() - t) * 1000
             result = service.predict(image, features)
             result["timing_ms"] = {"read": read_ms, "prepare": prepare_ms, **result["timing_ms"]}

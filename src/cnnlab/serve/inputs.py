@@ -124,11 +124,31 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {str(value)[:20]!r}"
 
 
-def parse_json_image(data: bytes) -> np.ndarray:
-    """A 28×28 uint8 image from a JSON body: ``[[...] * 28]`` or ``{"image": [[...] * 28]}``.
+def _check_number(v: Any, where: str, levels: str) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ApiError(422, f"{where}: expected a number, got {_describe(v)}")
+    if not (math.isfinite(v) and 0 <= v <= 255):
+        raise ApiError(422, f"{where}: {v} is outside the {levels} 0..255")
 
-    Values are grey levels 0..255 (integers or decimals, rounded), white ink on black.
+
+def json_image_form(shape: tuple[int, int, int]) -> str:
+    """The JSON array a run of image ``shape`` (C, H, W) takes, in words."""
+    channels, height, width = shape
+    if channels == 1:
+        return f"a {height}×{width} array of grey levels 0..255"
+    return f"a {height}×{width}×3 array of [red, green, blue] levels 0..255"
+
+
+def parse_json_image(data: bytes, shape: tuple[int, int, int] = (1, SIZE, SIZE)) -> np.ndarray:
+    """A (C, H, W) uint8 image of ``shape`` from a JSON body: the array bare or as
+    ``{"image": [...]}``.
+
+    A one-channel ``shape`` takes H rows of W grey levels; a three-channel one H rows of W
+    ``[red, green, blue]`` triples (H×W×3, as images are usually held). Values are levels
+    0..255 (integers or decimals, rounded), already prepared like the run's images: the
+    array is used as is.
     """
+    channels, height, width = shape
     try:
         # Integers are read as floats: a 400-digit integer would overflow the range check
         # and one over 4,300 digits would not convert at all; as floats they are just inf.
@@ -143,21 +163,32 @@ def parse_json_image(data: bytes) -> np.ndarray:
         raise ApiError(400, "the JSON body is nested too deeply") from None
     except ValueError as exc:  # any other refusal of the parser is still the body's fault
         raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+    form = json_image_form(shape)
     if isinstance(obj, dict):
         if "image" not in obj:
-            raise ApiError(422, "a JSON object needs an 'image' field holding a 28×28 array")
+            raise ApiError(422, f"a JSON object needs an 'image' field holding {form}")
         obj = obj["image"]
-    if not isinstance(obj, list) or len(obj) != SIZE:
-        raise ApiError(422, f"expected a 28×28 array (28 rows of 28 numbers), got {_describe(obj)}")
+    item = "numbers" if channels == 1 else "[red, green, blue] triples"
+    if not isinstance(obj, list) or len(obj) != height:
+        raise ApiError(
+            422, f"expected {form} ({height} rows of {width} {item}), got {_describe(obj)}"
+        )
     for i, row in enumerate(obj):
-        if not isinstance(row, list) or len(row) != SIZE:
-            raise ApiError(422, f"row {i}: expected 28 numbers, got {_describe(row)}")
+        if not isinstance(row, list) or len(row) != width:
+            raise ApiError(422, f"row {i}: expected {width} {item}, got {_describe(row)}")
         for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ApiError(422, f"row {i}, column {j}: expected a number, got {_describe(v)}")
-            if not (math.isfinite(v) and 0 <= v <= 255):
-                raise ApiError(422, f"row {i}, column {j}: {v} is outside the grey levels 0..255")
-    return np.rint(np.asarray(obj, dtype=np.float64)).astype(np.uint8)
+            where = f"row {i}, column {j}"
+            if channels == 1:
+                _check_number(v, where, "grey levels")
+                continue
+            if not isinstance(v, list) or len(v) != channels:
+                raise ApiError(
+                    422, f"{where}: expected [red, green, blue] levels, got {_describe(v)}"
+                )
+            for value in v:
+                _check_number(value, where, "colour levels")
+    pixels = np.rint(np.asarray(obj, dtype=np.float64)).astype(np.uint8)
+    return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def media_type(request: Request) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cnnlab.serve.inputs import IMAGE_TYPES, JSON_TYPE, MULTIPART_TYPE, SIZE
+from cnnlab.serve.inputs import IMAGE_TYPES, JSON_TYPE, MULTIPART_TYPE
 
 
 class ClassProbability(BaseModel):
@@ -37,7 +37,10 @@ class PredictResponse(BaseModel):
     confidence: float | None = None
     top: list[ClassProbability] | None = None
     probabilities: dict[str, float] | None = None
-    input: list[list[int]] = Field(description="the 28×28 uint8 image the model received")
+    input: list[list[Any]] = Field(
+        description="the image the model received: H rows of W grey levels (one channel, "
+        "e.g. 28×28 for digits) or of W [red, green, blue] triples (colour)"
+    )
     feature_maps: list[FeatureMapLayer] | None = None
     timing_ms: dict[str, float]
 
@@ -48,45 +51,56 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
-GRID_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "minItems": SIZE,
-    "maxItems": SIZE,
-    "items": {
+def image_schema(shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The JSON Schema of a prepared image of ``shape`` (C, H, W) sent as a JSON array."""
+    channels, height, width = shape
+    level: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 255}
+    if channels == 1:
+        pixel, words = level, f"{height} rows of {width} grey levels 0..255"
+    else:
+        pixel = {"type": "array", "minItems": channels, "maxItems": channels, "items": level}
+        words = f"{height} rows of {width} [red, green, blue] levels 0..255"
+    return {
         "type": "array",
-        "minItems": SIZE,
-        "maxItems": SIZE,
-        "items": {"type": "number", "minimum": 0, "maximum": 255},
-    },
-    "description": "28 rows of 28 grey levels 0..255, white ink on black (MNIST-style)",
-}
-PREDICT_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
-            MULTIPART_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-            JSON_TYPE: {
-                "schema": {
-                    "oneOf": [
-                        GRID_SCHEMA,
-                        {
-                            "type": "object",
-                            "properties": {"image": GRID_SCHEMA},
-                            "required": ["image"],
-                        },
-                    ]
-                }
-            },
-        },
+        "minItems": height,
+        "maxItems": height,
+        "items": {"type": "array", "minItems": width, "maxItems": width, "items": pixel},
+        "description": f"{words}, prepared like the run's images (used as is)",
     }
-}
+
+
+def predict_openapi(shape: tuple[int, int, int]) -> dict[str, Any]:
+    """``POST /api/predict``'s request body for a run whose images have ``shape``."""
+    grid = image_schema(shape)
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+                MULTIPART_TYPE: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+                JSON_TYPE: {
+                    "schema": {
+                        "oneOf": [
+                            grid,
+                            {
+                                "type": "object",
+                                "properties": {"image": grid},
+                                "required": ["image"],
+                            },
+                        ]
+                    }
+                },
+            },
+        }
+    }
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (

@@ -23,7 +23,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.trace import trace_layers
 from cnnlab.predict import is_blank
 from cnnlab.runs import Run
-from cnnlab.serve.inputs import SIZE, ApiError, Limits, check_image_header
+from cnnlab.serve.inputs import ApiError, Limits, check_image_header, json_image_form
 from cnnlab.serve.pictures import layer_feature_maps
 
 log = logging.getLogger("cnnlab.serve")
@@ -42,6 +42,23 @@ def layer_rows(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
         }
         for call in trace_layers(model, x)
     ]
+
+
+def input_picture(image: np.ndarray) -> list[Any]:
+    """A (C, H, W) uint8 image as the page draws it: H rows of W grey levels for one
+    channel, H rows of W ``[red, green, blue]`` triples for three."""
+    if image.shape[0] == 1:
+        return image[0].tolist()
+    return image.transpose(1, 2, 0).tolist()
+
+
+def sample_image(shape: tuple[int, int, int]) -> np.ndarray:
+    """A (C, H, W) image with one vertical stroke: not blank, so it reaches the model
+    (a blank digit never does) and warms up every layer."""
+    image = np.zeros(shape, dtype=np.uint8)
+    _, height, width = shape
+    image[:, height // 7 : height - height // 7, width // 2 - 1 : width // 2 + 1] = 255
+    return image
 
 
 def _summary_text(run: Run) -> str:
@@ -66,7 +83,9 @@ class ModelService:
         self._info_lock = threading.Lock()
 
     def prepare_image(self, data: bytes) -> np.ndarray:
-        """Check an encoded image's header, then prepare it as ``cnnlab predict`` does.
+        """Check an encoded image's header, then prepare it as ``cnnlab predict`` does
+        (the run's preparation: a digit MNIST-style, a photo like the run's images), as
+        a (C, H, W) uint8 image.
 
         Both happen inside ``decode_slots``: opening a file can already allocate (PIL reads
         chunks, EXIF and palettes while parsing the header), so the bound covers it too.
@@ -74,7 +93,7 @@ class ModelService:
         with self.decode_slots:
             check_image_header(data, self.limits)
             try:
-                return prepare_digit(data, SIZE)
+                return self._prepare(data)
             except CnnlabError as exc:
                 message = str(exc)
                 if message.startswith("bytes: "):
@@ -84,20 +103,36 @@ class ModelService:
                 log.warning("image decoding failed: %r", exc)
                 raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
 
-    def predict(self, image: np.ndarray, features: bool = False) -> dict[str, Any]:
-        """Probabilities, top classes and (optionally) feature maps for a 28×28 uint8 image.
+    def _prepare(self, data: bytes) -> np.ndarray:
+        """``data`` prepared like the run's images: a photo by the run's preparation, a
+        digit MNIST-style by :func:`prepare_digit` in the run's channels, exactly as
+        :class:`~cnnlab.data.preparation.ImagePreparation` prepares it."""
+        preparation = self.run.preparation
+        if not preparation.digits:
+            return preparation(data)
+        channels, height, width = preparation.shape
+        if height != width:
+            raise CnnlabError(f"digit preparation needs a square size, not {height}×{width}")
+        return np.repeat(prepare_digit(data, height)[None], channels, axis=0)
 
-        An image without ink is answered ``{"prediction": None, "blank": True, ...}``, as
-        ``cnnlab predict --json`` does: any class would be a guess.
+    def predict(self, image: np.ndarray, features: bool = False) -> dict[str, Any]:
+        """Probabilities, top classes and (optionally) feature maps for a (C, H, W) uint8
+        image prepared like the run's images (an (H, W) one is one channel).
+
+        For a digit run, an image without ink is answered ``{"prediction": None,
+        "blank": True, ...}``, as ``cnnlab predict --json`` does: any class would be a
+        guess. ``"input"`` is the image the model received (:func:`input_picture`).
         """
-        if is_blank(image):
+        if image.ndim == 2:
+            image = image[None]
+        if self.run.preparation.digits and is_blank(image):
             return {
                 "prediction": None,
                 "blank": True,
-                "input": image.tolist(),
+                "input": input_picture(image),
                 "timing_ms": {},
             }
-        batch = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+        batch = torch.from_numpy(np.ascontiguousarray(image))[None]
         predictor = self.run.predictor
         timing: dict[str, float] = {}
         with self.model_lock:
@@ -119,7 +154,7 @@ class ModelService:
             "confidence": round(values[order[0]], 6),
             "top": [{"class": classes[i], "probability": round(values[i], 6)} for i in order[:3]],
             "probabilities": {c: round(v, 6) for c, v in zip(classes, values, strict=True)},
-            "input": image.tolist(),
+            "input": input_picture(image),
         }
         if maps is not None:
             result["feature_maps"] = maps
@@ -135,7 +170,8 @@ class ModelService:
 
     def _build_info(self) -> dict[str, Any]:
         run, model = self.run, self.run.model
-        dummy = run.predictor.inputs(torch.zeros(1, 1, SIZE, SIZE, dtype=torch.uint8))
+        shape = run.preparation.shape
+        dummy = run.predictor.inputs(torch.zeros(1, *shape, dtype=torch.uint8))
         with self.model_lock:
             layers = layer_rows(model, dummy)
         metrics = run.metrics or {}
@@ -147,6 +183,10 @@ class ModelService:
             "run": run.path.name,
             "dataset": run.dataset,
             "classes": list(run.classes),
+            # How an upload is prepared, and the (C, H, W) image the model then receives:
+            # the page offers drawing for digits and a photo upload otherwise.
+            "preparation": run.preparation.to_dict(),
+            "input_shape": list(shape),
             "input_size": list(run.preprocess.input_size),
             "parameters": sum(p.numel() for p in model.parameters()),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -156,5 +196,10 @@ class ModelService:
             "conv_layers": [r for r in layers if r["type"].startswith("Conv")],
             "summary": _summary_text(run),
             "limits": asdict(self.limits),
-            "json_input": "a 28×28 array of grey levels 0..255, white ink on black",
+            "json_input": json_image_form(shape)
+            + (
+                ", white ink on black"
+                if run.preparation.digits
+                else ", prepared like the run's images"
+            ),
         }

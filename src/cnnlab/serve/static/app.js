@@ -1,4 +1,5 @@
-// cnnlab drawing page: pointer drawing, live predictions, feature maps, model panel.
+// cnnlab page: pointer drawing (digit runs) or photo uploads (photo runs), live
+// predictions, feature maps, model panel.
 // Plain JavaScript, no libraries; everything comes from this server.
 "use strict";
 
@@ -16,6 +17,7 @@
   const body = document.body;
 
   let classes = [];
+  let photos = false; // a photo run: uploads only, colour input
   let drawing = false;
   let last = null;
   let version = 0; // bumps on every change of the canvas
@@ -212,6 +214,8 @@
   function buildBars(names) {
     const bars = $("bars");
     bars.replaceChildren();
+    const longest = Math.max(1, ...names.map((c) => c.length));
+    bars.style.setProperty("--label", longest <= 2 ? "1.4rem" : `${Math.min(longest, 18) + 1}ch`);
     for (const c of names) {
       const row = document.createElement("div");
       row.className = "bar-row";
@@ -227,16 +231,18 @@
 
   function resetResult() {
     $("prediction").textContent = "–";
-    $("confidence").textContent = "draw a digit";
+    $("confidence").textContent = photos ? "upload a photo" : "draw a digit";
     $("timing").textContent = "";
     for (const row of $("bars").children) {
       row.classList.remove("best");
       row.querySelector(".bar-fill").style.width = "0";
       row.querySelector(".bar-value").textContent = "–";
     }
-    const c = $("input28").getContext("2d");
-    c.clearRect(0, 0, 28, 28);
-    $("feature-maps").innerHTML = '<p class="muted">Draw a digit to see every layer respond.</p>';
+    const seen = $("input28");
+    seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
+    $("feature-maps").innerHTML = `<p class="muted">${
+      photos ? "Upload a photo" : "Draw a digit"
+    } to see every layer respond.</p>`;
     body.dataset.prediction = "";
   }
 
@@ -276,14 +282,30 @@
     return typeof v === "number" ? v.toFixed(1) : "–";
   }
 
+  // The image the model received: rows of grey levels, or rows of [r, g, b] triples.
   function drawInput(rows) {
-    const c = $("input28").getContext("2d");
-    const img = c.createImageData(28, 28);
-    for (let y = 0; y < 28; y++) {
-      for (let x = 0; x < 28; x++) {
+    const canvas = $("input28");
+    const h = rows.length;
+    const w = h ? rows[0].length : 0;
+    if (!w) return;
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = w;
+      canvas.height = h;
+      canvas.style.aspectRatio = `${w} / ${h}`;
+    }
+    const c = canvas.getContext("2d");
+    const img = c.createImageData(w, h);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
         const v = rows[y][x];
-        const i = (y * 28 + x) * 4;
-        img.data[i] = img.data[i + 1] = img.data[i + 2] = v;
+        const i = (y * w + x) * 4;
+        if (Array.isArray(v)) {
+          img.data[i] = v[0];
+          img.data[i + 1] = v[1];
+          img.data[i + 2] = v[2];
+        } else {
+          img.data[i] = img.data[i + 1] = img.data[i + 2] = v;
+        }
         img.data[i + 3] = 255;
       }
     }
@@ -344,6 +366,7 @@
     const acc = info.test_accuracy == null ? "" : ` · test accuracy ${(info.test_accuracy * 100).toFixed(2)}%`;
     $("model-line").textContent =
       `${info.name} · run ${info.run} · trained on ${info.dataset}${acc}`;
+    setKind(info);
     if (!classes.length) {
       classes = info.classes;
       buildBars(classes);
@@ -352,6 +375,7 @@
       ["model", info.name],
       ["parameters", info.parameters.toLocaleString("en")],
       ["input", info.input_size.join("×")],
+      ["pictures", info.preparation ? `${info.preparation.kind}, ${info.input_shape.join("×")}` : "digits"],
       ["dataset", info.dataset],
       ["epochs", info.epochs],
     ];
@@ -384,6 +408,34 @@
     }
     $("summary").textContent = info.summary;
     body.dataset.model = "loaded";
+  }
+
+  // A photo run takes uploads only: the drawing pad is hidden and the texts speak of
+  // photos and of the colour image the model receives.
+  function setKind(info) {
+    const prep = info.preparation || { kind: "digits" };
+    photos = prep.kind === "photos";
+    body.dataset.kind = prep.kind;
+    if (!photos) return;
+    const [ch, h, w] = info.input_shape;
+    document.title = "cnnlab · upload a photo";
+    $("tagline").textContent = "· upload a photo, watch the network think";
+    $("draw-title").textContent = "Upload a photo";
+    pad.hidden = true;
+    $("clear").hidden = true;
+    $("upload-label").textContent = "Upload a photo…";
+    $("draw-hint").textContent =
+      "PNG, JPEG, GIF, BMP or WebP. The server prepares it like the run's training " +
+      `images (${w}×${h} pixels, resize: ${prep.resize}) and classifies it.`;
+    $("seen-caption").textContent =
+      `${w}×${h} pixels${ch === 3 ? " in colour" : ", grey"}: decoded and resized ` +
+      "like the run's training images.";
+    const seen = $("input28");
+    seen.width = w;
+    seen.height = h;
+    seen.style.aspectRatio = `${w} / ${h}`;
+    seen.setAttribute("aria-label", `the ${w} by ${h} input image`);
+    resetResult();
   }
 
   clearPad();
