@@ -89,7 +89,7 @@ PARALLEL_FROM = 256
 CHUNK = 64
 #: Tasks handed out ahead of the one whose images are being written (each worker busy,
 #: and no more decoded images waiting in memory than that).
-AHEAD = 4
+AHEAD = 2
 #: The environment variable that sets :func:`stream_threshold` in bytes ("0": always stream).
 STREAM_ENV = "CNNLAB_STREAM_ABOVE"
 #: Without it, data sets larger than this fraction of the available memory are streamed.
