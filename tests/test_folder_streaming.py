@@ -184,6 +184,9 @@ def test_streamed_training_equals_training_in_memory(
 
     code = main(["evaluate", str(streamed), "--out", str(tmp_path / "reports")])
     assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "reports" / "evaluation.json").read_text())
+    code = main(["plot", str(streamed), "--out", str(tmp_path / "plots")])
+    assert code == 0, capsys.readouterr().err
 
 
 def test_entry_rows_without_the_skipped_files(tmp_path: Path) -> None:
@@ -264,3 +267,19 @@ def test_a_damaged_entry_is_decoded_again(tmp_path: Path) -> None:
     again, _ = load_folder(root, SETTINGS, progress=False, stream=False)
     assert np.array_equal(np.load(entry / "images.npy"), want)
     assert again.images.equal(torch.from_numpy(want)[train.images._rows])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: decoding stays in-process")
+def test_parallel_decoding_hands_out_chunks_as_they_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _folder(tmp_path / "d", per_class=7)
+    (root / "bees" / "03b.png").write_text("not a picture\n")
+    serial, serial_test = load_folder(root, SETTINGS, progress=False, stream=False)
+    monkeypatch.setattr(folders, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(folders, "CHUNK", 2)
+    monkeypatch.setattr(folders, "AHEAD", 1)  # 11 chunks, 2 handed out at a time
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "other-cache"))
+    parallel, parallel_test = load_folder(root, SETTINGS, progress=False, stream=True)
+    assert parallel.images[:].equal(serial.images) and parallel.labels.equal(serial.labels)
+    assert parallel_test.images[:].equal(serial_test.images)
