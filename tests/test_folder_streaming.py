@@ -231,11 +231,11 @@ def test_a_crash_while_writing_leaves_no_entry(
     left = list(cache.iterdir())
     assert len(left) == 1 and left[0].name.endswith(".tmp")  # half written, never read
     assert (left[0] / "images.npy").is_file() and not (left[0] / "meta.json").exists()
-    # an exception half-way removes its temporary folder
+    # an exception half-way removes its temporary folder; the dead process's goes too
     monkeypatch.setattr(folders, "decode_file", _failing_after(5))
     with pytest.raises(RuntimeError):
         load_folder(root, SETTINGS, progress=False)
-    assert list(cache.iterdir()) == left
+    assert list(cache.iterdir()) == []
     monkeypatch.undo()
     monkeypatch.setenv("CNNLAB_CACHE", str(cache.parent))
     train, test = load_folder(root, SETTINGS, progress=False, stream=True)
@@ -244,6 +244,26 @@ def test_a_crash_while_writing_leaves_no_entry(
     assert len(entries) == 1 and train.images.path.parent == entries[0]
     whole, whole_test = load_folder(root, SETTINGS, progress=False, stream=False)
     assert train.images[:].equal(whole.images) and test.images[:].equal(whole_test.images)
+
+
+def test_only_temporary_entries_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "folders"
+    folder.mkdir()
+    alive = folder / f"{folders._temp_prefix('k' * 64)}abc.tmp"  # this process
+    host = folders.socket.gethostname()
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    dead = folder / f".{'k' * 64}.{host}.{dead_pid}.xyz.tmp"
+    elsewhere = folder / f".{'k' * 64}.other-machine.{dead_pid}.xyz.tmp"
+    odd = folder / ".not.ours.tmp"
+    for path in (alive, dead, elsewhere, odd):
+        path.mkdir()
+        (path / "images.npy").write_bytes(b"half")
+    folders._remove_dead_temps(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in (alive, elsewhere, odd)
+    )
 
 
 def _failing_after(n: int):

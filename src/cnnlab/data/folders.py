@@ -25,6 +25,8 @@ preparation settings and :data:`FORMAT_VERSION`: a changed, added or removed fil
 other settings, make a new entry. Entries are written to a temporary folder and renamed
 into place; the images are written there as they are decoded (into a file preallocated
 with ``np.lib.format.open_memmap``), so decoding a large folder never holds all of them.
+The temporary folders of processes killed while decoding (named after the machine and the
+process) are removed by the next decode on the same machine.
 
 Later loads read the arrays from disk. A data set whose images fit comfortably, at most
 :func:`stream_threshold` bytes (train and test together: a quarter of the memory
@@ -41,6 +43,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections import deque
@@ -296,6 +299,27 @@ def _without_gaps(path: Path, offset: int, kept: int, shape: tuple[int, ...]) ->
     os.replace(part, path)
 
 
+def _temp_prefix(name: str) -> str:
+    """The start of a temporary entry's name: the machine and process writing it."""
+    return f".{name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_dead_temps(folder: Path) -> None:
+    """Remove the temporary entries that processes of this machine which no longer run
+    left behind (killed while decoding: as large as the data set)."""
+    host = socket.gethostname()
+    for path in folder.glob(".*.tmp"):
+        try:
+            start, pid, _ = path.name[: -len(".tmp")].rsplit(".", 2)
+            if start.split(".", 2)[2] != host:
+                continue  # another machine sharing the cache: it cannot be checked
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, IndexError, OSError):
+            continue  # not one of these, or a process that is still running
+
+
 def _decode_into(
     entry: Path,
     folder: Path,
@@ -311,7 +335,8 @@ def _decode_into(
     the entry is renamed into place: a crash leaves a temporary folder that no load reads.
     """
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
+    _remove_dead_temps(entry.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(entry.name), suffix=".tmp", dir=entry.parent))
     try:
         h, w = settings.size
         shape = (settings.channels, h, w)
