@@ -43,8 +43,10 @@ class _Mapping:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
+            elif version == (2, 0):  # what np.save writes for a header too long for 1.0
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise CnnlabError(f"{path}: .npy version {version} is not read")
             offset = fh.tell()
             size = os.fstat(fh.fileno()).st_size
             if fortran or dtype != np.uint8 or len(shape) != 4:
