@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.data.loader import Preprocess
+from cnnlab.data.mapped import is_mapped
 from cnnlab.hardware import has_convolutions
 from cnnlab.speed.threads import policy_for
 
@@ -98,8 +99,11 @@ class Predictor:
         self, images: torch.Tensor, *, batch_size: int = 1000, tta: bool = False
     ) -> torch.Tensor:
         """Class probabilities (N × classes, float32 on the CPU) for uint8 images
-        (H×W, N×H×W or N×C×H×W); ``tta`` averages over :func:`shifted_views`."""
-        images = torch.as_tensor(images)
+        (H×W, N×H×W or N×C×H×W); ``tta`` averages over :func:`shifted_views`.
+        :class:`~cnnlab.data.mapped.MappedImages` are read from their file a batch at a
+        time."""
+        if not is_mapped(images):
+            images = torch.as_tensor(images)
         if images.dim() == 2:
             images = images[None]
         if images.dim() == 3:

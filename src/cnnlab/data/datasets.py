@@ -31,9 +31,12 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True, repr=False)
 class ImageData:
-    """One split of a dataset: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+    """One split of a dataset: images (N, C, H, W) uint8, labels (N,) int64, class names.
 
-    images: torch.Tensor
+    A folder of images larger than memory has :class:`~cnnlab.data.mapped.MappedImages`
+    for ``images``: read from the decode cache as they are indexed."""
+
+    images: torch.Tensor  # or MappedImages
     labels: torch.Tensor
     classes: tuple[str, ...]
     name: str

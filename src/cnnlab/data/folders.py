@@ -23,20 +23,31 @@ The decoded images are kept in the user cache, ``cache_dir()/folders/<key>/``
 SHA-256 of the file list (relative paths, sizes, modification times), the classes, the
 preparation settings and :data:`FORMAT_VERSION`: a changed, added or removed file, or
 other settings, make a new entry. Entries are written to a temporary folder and renamed
-into place. Later loads read the arrays from disk (memory-mapped, then copied into
-memory once, since the training pipeline indexes and permutes the whole tensor).
+into place; the images are written there as they are decoded (into a file preallocated
+with ``np.lib.format.open_memmap``), so decoding a large folder never holds all of them.
+The temporary folders of processes killed while decoding (named after the machine and the
+process) are removed by the next decode on the same machine.
+
+Later loads read the arrays from disk. A data set whose images fit comfortably, at most
+:func:`stream_threshold` bytes (train and test together: a quarter of the memory
+available, or ``$CNNLAB_STREAM_ABOVE`` bytes), is read whole into memory, the fastest
+for training; a larger one stays in the file, as :class:`~cnnlab.data.mapped.MappedImages`
+that training and testing read batch by batch, its splits index lists over the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +59,7 @@ from PIL import Image, ImageOps
 from cnnlab.atomic import fsync_dir
 from cnnlab.cache import cache_dir
 from cnnlab.data.decode import open_image, scale_levels, shrink_on_load, split_alpha
+from cnnlab.data.mapped import MappedImages, subset_rows
 from cnnlab.errors import CnnlabError
 
 __all__ = [
@@ -55,9 +67,11 @@ __all__ = [
     "FORMAT_VERSION",
     "HOLDOUT",
     "RESIZE_MODES",
+    "STREAM_ENV",
     "FolderSettings",
     "decode_file",
     "load_folder",
+    "stream_threshold",
 ]
 
 #: Image file extensions read (compared without regard to case).
@@ -76,6 +90,15 @@ SHOW_SKIPPED = 20
 PARALLEL_FROM = 256
 #: Files per task handed to a worker process.
 CHUNK = 64
+#: Tasks handed out ahead of the one whose images are being written (each worker busy,
+#: and no more decoded images waiting in memory than that).
+AHEAD = 2
+#: The environment variable that sets :func:`stream_threshold` in bytes ("0": always stream).
+STREAM_ENV = "CNNLAB_STREAM_ABOVE"
+#: Without it, data sets larger than this fraction of the available memory are streamed.
+STREAM_FRACTION = 0.25
+#: Bytes copied at a time when an entry's images are rewritten without skipped files.
+COPY_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -216,38 +239,133 @@ def _cache_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _read_entry(entry: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
-    """A complete cache entry, or None when there is none (or it cannot be read)."""
+def _read_meta(entry: Path) -> dict[str, Any] | None:
+    """The meta of a complete, readable cache entry, or None when there is none."""
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         images = np.load(entry / "images.npy", mmap_mode="r", allow_pickle=False)
         labels = np.load(entry / "labels.npy", mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+        if (
+            not isinstance(meta, dict)
+            or images.ndim != 4
+            or images.dtype != np.uint8
+            or labels.shape != (images.shape[0],)
+        ):
+            return None
+        int(meta["files"])
+        list(meta["skipped"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if images.shape[0] != labels.shape[0] or images.dtype != np.uint8:
-        return None
-    return np.array(images), np.array(labels, dtype=np.int64), meta
+    return meta
 
 
-def _write_entry(entry: Path, images: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> None:
-    """Write a cache entry into a temporary folder, then rename it into place."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
+def _commit_entry(tmp: Path, entry: Path) -> None:
+    """Make the complete temporary folder ``tmp`` the cache entry ``entry``, atomically."""
+    for name in ("images.npy", "labels.npy", "meta.json"):
+        with open(tmp / name, "rb") as fh:
+            os.fsync(fh.fileno())
+    if entry.exists() and _read_meta(entry) is None:
+        # a damaged entry (written by hand, or by another version): set aside, then removed
+        aside = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=entry.parent))
+        with contextlib.suppress(OSError):  # another process may have done it already
+            os.replace(entry, aside / "entry")
+        shutil.rmtree(aside, ignore_errors=True)
     try:
-        np.save(tmp / "images.npy", images, allow_pickle=False)
-        np.save(tmp / "labels.npy", labels, allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        for name in ("images.npy", "labels.npy", "meta.json"):
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
+        os.rename(tmp, entry)
+    except OSError:
+        if not (entry / "meta.json").is_file():  # not another process's complete entry
+            raise
+    fsync_dir(entry.parent)
+
+
+def _without_gaps(path: Path, offset: int, kept: int, shape: tuple[int, ...]) -> None:
+    """Rewrite ``path`` (a preallocated .npy whose first ``kept`` rows were written) as a
+    .npy of exactly those rows, copying a block at a time."""
+    row = int(np.prod(shape))
+    part = path.with_name("images.part.npy")
+    out = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(kept, *shape))
+    start = int(out.offset)
+    del out
+    with open(path, "rb") as src, open(part, "r+b") as dst:
+        src.seek(offset)
+        dst.seek(start)
+        left = kept * row
+        while left:
+            block = src.read(min(left, COPY_BYTES))
+            if not block:
+                raise OSError(f"{path}: shorter than the rows written")
+            dst.write(block)
+            left -= len(block)
+    os.replace(part, path)
+
+
+def _temp_prefix(name: str) -> str:
+    """The start of a temporary entry's name: the machine and process writing it."""
+    return f".{name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_dead_temps(folder: Path) -> None:
+    """Remove the temporary entries that processes of this machine which no longer run
+    left behind (killed while decoding: as large as the data set)."""
+    host = socket.gethostname()
+    for path in folder.glob(".*.tmp"):
         try:
-            os.rename(tmp, entry)
-        except OSError:
-            if not (entry / "meta.json").is_file():  # not another process's complete entry
-                raise
-        fsync_dir(entry.parent)
+            start, pid, _ = path.name[: -len(".tmp")].rsplit(".", 2)
+            if start.split(".", 2)[2] != host:
+                continue  # another machine sharing the cache: it cannot be checked
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, IndexError, OSError):
+            continue  # not one of these, or a process that is still running
+
+
+def _decode_into(
+    entry: Path,
+    folder: Path,
+    files: Sequence[Path],
+    labels: Sequence[int],
+    settings: FolderSettings,
+    progress: bool,
+) -> dict[str, Any]:
+    """Decode ``files`` into a new cache entry; returns its meta.
+
+    The rows are written to a file preallocated for every file as they are decoded (with
+    file writes: written pages go to the page cache, not this process's memory), then
+    the entry is renamed into place: a crash leaves a temporary folder that no load reads.
+    """
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temps(entry.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(entry.name), suffix=".tmp", dir=entry.parent))
+    try:
+        h, w = settings.size
+        shape = (settings.channels, h, w)
+        path = tmp / "images.npy"
+        images = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.uint8, shape=(len(files), *shape)
+        )
+        offset = int(images.offset)
+        del images
+        kept: list[int] = []
+        skipped: list[list[str]] = []
+        with open(path, "r+b") as fh:
+            fh.seek(offset)
+            results = _decode_all(folder, files, settings, progress)
+            for file, label, (x, why) in zip(files, labels, results, strict=True):
+                if x is None:
+                    skipped.append([str(file), why or ""])
+                    continue
+                fh.write(np.ascontiguousarray(x, dtype=np.uint8).tobytes())
+                kept.append(label)
+        if len(kept) < len(files):
+            _without_gaps(path, offset, len(kept), shape)
+        np.save(tmp / "labels.npy", np.array(kept, dtype=np.int64), allow_pickle=False)
+        meta = {"folder": str(folder), "files": len(files), "skipped": skipped}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        _commit_entry(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return meta
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -258,30 +376,45 @@ def _decode_all(
     files: Sequence[Path],
     settings: FolderSettings,
     progress: bool,
-) -> list[tuple[np.ndarray | None, str | None]]:
+) -> Iterator[tuple[np.ndarray | None, str | None]]:
+    """Each file's (array, None) or (None, reason), in the order of ``files``.
+
+    Workers are handed at most :data:`AHEAD` chunks per process beyond the one being
+    consumed, so a large folder's decoded images never pile up in memory."""
     labels = [str(p) for p in files]
     paths = [str(p) for p in files]
     workers = os.cpu_count() or 1
     if len(files) < PARALLEL_FROM or workers < 2:
-        return _decode_chunk(paths, labels, settings)
+        for i in range(len(paths)):
+            yield from _decode_chunk(paths[i : i + 1], labels[i : i + 1], settings)
+        return
     if progress:
         print(
             f"decoding {len(files):,} images in {folder} on {workers} processes "
             "(once: later runs read them from the cache)",
             file=sys.stderr,
         )
-    results: list[tuple[np.ndarray | None, str | None]] = []
-    starts = range(0, len(files), CHUNK)
+    starts = iter(range(0, len(files), CHUNK))
+    chunks = math.ceil(len(files) / CHUNK)
+    done = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [
-            pool.submit(_decode_chunk, paths[i : i + CHUNK], labels[i : i + CHUNK], settings)
-            for i in starts
-        ]
-        for n, future in enumerate(futures, 1):
-            results.extend(future.result())
-            if progress and (n % 10 == 0 or n == len(futures)):
-                print(f"  {len(results):,} of {len(files):,} decoded", file=sys.stderr)
-    return results
+        pending: deque[Any] = deque()
+
+        def submit() -> None:
+            i = next(starts, None)
+            if i is not None:
+                chunk = (paths[i : i + CHUNK], labels[i : i + CHUNK], settings)
+                pending.append(pool.submit(_decode_chunk, *chunk))
+
+        for _ in range(workers * AHEAD):
+            submit()
+        for n in range(1, chunks + 1):
+            results = pending.popleft().result()
+            submit()
+            done += len(results)
+            yield from results
+            if progress and (n % 10 == 0 or n == chunks):
+                print(f"  {done:,} of {len(files):,} decoded", file=sys.stderr)
 
 
 def _prepared(
@@ -291,26 +424,62 @@ def _prepared(
     classes: Sequence[str],
     settings: FolderSettings,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray, list[list[str]], int]:
-    """Images, labels, the skipped [file, reason] pairs and the file count of one folder."""
+) -> tuple[Path, list[list[str]], int]:
+    """The cache entry of one folder (decoded now unless it is there), the skipped
+    [file, reason] pairs and the file count."""
     entry = cache_dir() / "folders" / _cache_key(folder, files, labels, classes, settings)
-    cached = _read_entry(entry)
-    if cached is not None:
-        images, kept_labels, meta = cached
-        return images, kept_labels, meta["skipped"], int(meta["files"])
-    results = _decode_all(folder, files, settings, progress)
-    kept = [(x, y) for (x, _), y in zip(results, labels, strict=True) if x is not None]
-    skipped = [[str(p), why or ""] for p, (x, why) in zip(files, results, strict=True) if x is None]
-    h, w = settings.size
-    images = (
-        np.stack([x for x, _ in kept])
-        if kept
-        else np.zeros((0, settings.channels, h, w), dtype=np.uint8)
-    )
-    kept_labels = np.array([y for _, y in kept], dtype=np.int64)
-    meta = {"folder": str(folder), "files": len(files), "skipped": skipped}
-    _write_entry(entry, images, kept_labels, meta)
-    return images, kept_labels, skipped, len(files)
+    meta = _read_meta(entry)
+    if meta is None:
+        meta = _decode_into(entry, folder, files, labels, settings, progress)
+    return entry, list(meta["skipped"]), int(meta["files"])
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def stream_threshold() -> int:
+    """The size in bytes above which a folder's decoded images are read from the cache
+    batch by batch instead of whole: ``$CNNLAB_STREAM_ABOVE`` (``0``: always), else
+    :data:`STREAM_FRACTION` of the memory available (4 GiB where that is unknown)."""
+    value = os.environ.get(STREAM_ENV, "").strip()
+    if value:
+        try:
+            limit = int(value)
+        except ValueError:
+            limit = -1
+        if limit < 0:
+            raise CnnlabError(f"{STREAM_ENV}={value!r}: expected a number of bytes (0 or more)")
+        return limit
+    free = available_memory()
+    return int(STREAM_FRACTION * free) if free else 4 << 30
+
+
+def _open_entry(entry: Path, stream: bool) -> tuple[Any, np.ndarray]:
+    """An entry's images (a tensor in memory, or :class:`MappedImages` over the file) and
+    its labels."""
+    import torch
+
+    labels = np.load(entry / "labels.npy", allow_pickle=False).astype(np.int64, copy=False)
+    try:
+        if stream:
+            return MappedImages(entry / "images.npy"), labels
+        return torch.from_numpy(np.load(entry / "images.npy", allow_pickle=False)), labels
+    except (OSError, ValueError) as exc:
+        raise CnnlabError(f"{entry / 'images.npy'}: cannot be read ({exc})") from None
 
 
 def _report_skipped(skipped: Sequence[Sequence[str]], total: int, strict: bool) -> None:
@@ -358,11 +527,14 @@ def load_folder(
     *,
     strict: bool = False,
     progress: bool = True,
+    stream: bool | None = None,
 ) -> tuple[Any, Any]:
     """The train and test :class:`~cnnlab.data.datasets.ImageData` of a folder of images.
 
     The dataset is named after the folder. See the module's description for the layouts,
-    what is skipped and the cache.
+    what is skipped and the cache. ``stream`` reads the images from the cache batch by
+    batch (True) or whole into memory (False); None decides by their size
+    (:func:`stream_threshold`).
     """
     import torch
 
@@ -382,7 +554,7 @@ def load_folder(
         )
     classes = tuple(sorted(by_class))
     files, labels = _gather(train_dir, classes, by_class)
-    images, kept, skipped, total = _prepared(train_dir, files, labels, classes, settings, progress)
+    entries = [_prepared(train_dir, files, labels, classes, settings, progress)]
     if test_dir is not None:
         test_by_class = _class_files(test_dir)
         for extra in sorted(set(test_by_class) - set(classes)):
@@ -390,12 +562,15 @@ def load_folder(
         test_files, test_labels = _gather(test_dir, classes, test_by_class)
         if not test_files:
             raise CnnlabError(f"{test_dir}: no images of the classes in {train_dir}")
-        t_images, t_kept, t_skipped, t_total = _prepared(
-            test_dir, test_files, test_labels, classes, settings, progress
-        )
-        skipped, total = [*skipped, *t_skipped], total + t_total
+        entries.append(_prepared(test_dir, test_files, test_labels, classes, settings, progress))
+    skipped = [pair for _, s, _ in entries for pair in s]
+    total = sum(n for _, _, n in entries)
     _report_skipped(skipped, total, strict)
-    if images.shape[0] == 0:
+    if stream is None:
+        size = sum((entry / "images.npy").stat().st_size for entry, _, _ in entries)
+        stream = size > stream_threshold()
+    images, kept = _open_entry(entries[0][0], stream)
+    if len(images) == 0:
         raise CnnlabError(f"{train_dir}: none of its {total} image files could be read")
     if test_dir is None:
         mask = _holdout(kept, len(classes))
@@ -403,14 +578,19 @@ def load_folder(
             raise CnnlabError(
                 f"{root}: too few images to hold out a test split (each class needs two)"
             )
-        images, t_images, kept, t_kept = images[~mask], images[mask], kept[~mask], kept[mask]
-    elif t_images.shape[0] == 0:
-        raise CnnlabError(f"{test_dir}: none of its image files could be read")
+        # index lists: a file's view, or a copy of a tensor already in memory
+        train_rows, test_rows = np.flatnonzero(~mask), np.flatnonzero(mask)
+        t_images, t_kept = subset_rows(images, test_rows), kept[test_rows]
+        images, kept = subset_rows(images, train_rows), kept[train_rows]
+    else:
+        t_images, t_kept = _open_entry(entries[1][0], stream)
+        if len(t_images) == 0:
+            raise CnnlabError(f"{test_dir}: none of its image files could be read")
     name = root.name or str(root)
 
-    def data(x: np.ndarray, y: np.ndarray, split: str) -> Any:
+    def data(x: Any, y: np.ndarray, split: str) -> Any:
         return ImageData(
-            images=torch.from_numpy(np.ascontiguousarray(x)),
+            images=x,
             labels=torch.from_numpy(np.ascontiguousarray(y)),
             classes=classes,
             name=name,

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.mapped import MappedImages, gather_rows, is_mapped
 from cnnlab.errors import CnnlabError
 
 
@@ -148,14 +149,18 @@ class TensorBatches:
 
     ``images`` is uint8 (N, C, H, W), ``labels`` int64 (N,). With ``shuffle``, each
     epoch uses a permutation drawn from a generator seeded by ``(seed, epoch)``, so a
-    resumed run sees exactly the batches an uninterrupted one would. ``augment`` is
+    resumed run sees exactly the batches an uninterrupted one would. ``images`` may
+    also be :class:`~cnnlab.data.mapped.MappedImages` (a data set larger than memory):
+    they stay in their file, and each batch's rows are read from it (in file order, then
+    put in the permutation's order: the same batches as from a tensor) and moved to the
+    device as they are needed. ``augment`` is
     applied to each batch after scaling (see :meth:`Preprocess.__call__`);
     ``channels_last`` hands the model NHWC-strided batches, faster for convolutions.
     """
 
     def __init__(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | MappedImages,
         labels: torch.Tensor,
         batch_size: int,
         preprocess: Preprocess,
@@ -171,7 +176,7 @@ class TensorBatches:
         if len(images) != len(labels):
             raise CnnlabError(f"{len(images)} images but {len(labels)} labels")
         self.device = torch.device(device)
-        self.images = images.to(self.device)
+        self.images = images if is_mapped(images) else images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size = batch_size
         self.preprocess = preprocess
@@ -195,14 +200,17 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.images)
+        mapped = is_mapped(self.images)
         order = None
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=gen).to(self.device)
+            order = torch.randperm(n, generator=gen)
+            if not mapped:  # a file is indexed on the host
+                order = order.to(self.device)
         # Without augmentation, whole runs of batches are prepared at once (about
         # CHUNK_BYTES of model input each): the same values, a fraction of the calls.
         # Augmentation draws its randomness per batch, so it keeps batch-sized calls.
-        sample = max(self.images[0].numel(), math.prod(self.preprocess.input_size), 1)
+        sample = max(math.prod(self.images.shape[1:]), math.prod(self.preprocess.input_size), 1)
         per_batch = self.batch_size * sample * 4
         span = self.batch_size
         if self.augment is None:
@@ -211,9 +219,14 @@ class TensorBatches:
             if order is None:
                 xs = self.images[chunk : chunk + span]
                 ys = self.labels[chunk : chunk + span]
+            elif mapped:
+                idx = order[chunk : chunk + span]
+                xs, ys = gather_rows(self.images, idx), self.labels[idx.to(self.device)]
             else:
                 idx = order[chunk : chunk + span]
                 xs, ys = self.images[idx], self.labels[idx]
+            if mapped:
+                xs = xs.to(self.device)
             if self.augment is None:
                 x = self._prepare(xs)
                 for start in range(0, len(xs), self.batch_size):

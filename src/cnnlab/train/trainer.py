@@ -25,6 +25,7 @@ from cnnlab import speed
 from cnnlab.config import DEFAULTS, TrainConfig, check_option
 from cnnlab.data.augment import Augment
 from cnnlab.data.loader import Preprocess, TensorBatches
+from cnnlab.data.mapped import is_mapped, subset_rows
 from cnnlab.errors import CnnlabError
 from cnnlab.hardware import has_convolutions, pick_device, pick_precision
 from cnnlab.predict import Predictor
@@ -36,8 +37,11 @@ from cnnlab.train.progress import ProgressBar
 Data = Any  # ImageData, or a (images, labels) pair of tensors
 
 
-def split_data(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels from an ImageData or a pair; labels may be one-hot."""
+def split_data(data: Data) -> tuple[Any, torch.Tensor]:
+    """Images and labels from an ImageData or a pair; labels may be one-hot.
+
+    The images are a tensor, or :class:`~cnnlab.data.mapped.MappedImages` (read from
+    their file batch by batch) as they came."""
     if hasattr(data, "images") and hasattr(data, "labels"):
         images, labels = data.images, data.labels
     else:
@@ -45,7 +49,9 @@ def split_data(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
             images, labels = data
         except (TypeError, ValueError):
             raise CnnlabError("data must be an ImageData or an (images, labels) pair") from None
-    images, labels = torch.as_tensor(images), torch.as_tensor(labels)
+    if not is_mapped(images):
+        images = torch.as_tensor(images)
+    labels = torch.as_tensor(labels)
     if labels.dim() == 2:  # one-hot → class indices
         labels = labels.argmax(dim=1)
     if images.dtype != torch.uint8:
@@ -289,8 +295,9 @@ class Trainer:
             val = split_data(validation_data)
         elif validation_split > 0:
             keep, held = split_indices(len(images), validation_split, seed)
-            val = (images[held], labels[held])
-            images, labels = images[keep], labels[keep]
+            # from a file: index views, nothing read until the batches are
+            val = (subset_rows(images, held), labels[held])
+            images, labels = subset_rows(images, keep), labels[keep]
         batches = TensorBatches(
             images,
             labels,
@@ -376,11 +383,12 @@ class Trainer:
         }
 
     # ---------------------------------------------------------------- inference
-    def _images(self, x: Data | torch.Tensor) -> torch.Tensor:
+    def _images(self, x: Data | torch.Tensor) -> Any:
         if isinstance(x, tuple):
-            images = torch.as_tensor(x[0])
-        else:
-            images = x.images if hasattr(x, "images") else torch.as_tensor(x)
+            x = x[0]
+        images = x.images if hasattr(x, "images") else x
+        if not is_mapped(images):
+            images = torch.as_tensor(images)
         return images.unsqueeze(1) if images.dim() == 3 else images
 
     def predict(
