@@ -56,6 +56,12 @@ from epoch_time import DEFAULT_KERAS_PYTHON, last_json_line, run_process, summar
 HERE = Path(__file__).resolve().parent
 SIDES = ("cnnlab-cold", "keras", "cnnlab-warm")
 SPLITS = ("train", "test", "val")
+CACHES = {
+    "cnnlab-cold": "a fresh CNNLAB_CACHE (native kernels copied in): decodes the folder",
+    "keras": "image_dataset_from_directory(...).cache().prefetch(AUTOTUNE): decodes "
+    "during its first epoch, in every process",
+    "cnnlab-warm": "the cache the cold run filled: reads the decoded folder back",
+}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}  # what both frameworks read
 
 
@@ -187,6 +193,21 @@ def ratios(cnnlab: dict[str, Any], keras: dict[str, Any]) -> dict[str, float | N
     }
 
 
+def collect(results: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Summaries of the runs so far, cnnlab's ratios to Keras and the table, into
+    ``results``."""
+    results["sides"] = {
+        side: {"cache": CACHES[side], **summarise(runs[side]), "per_run": runs[side]}
+        for side in SIDES
+    }
+    keras = results["sides"]["keras"]
+    results["ratios"] = {
+        side: ratios(results["sides"][side], keras) for side in ("cnnlab-cold", "cnnlab-warm")
+    }
+    results["load_average_end"] = machine.load_average()
+    results["table"] = table(results)
+
+
 def table(results: dict[str, Any]) -> str:
     """The markdown table: one row per side, with cnnlab's ratios to Keras."""
     head = ["side", "1st epoch s", "later epochs s", "whole process s", "test acc"]
@@ -273,12 +294,6 @@ def main(argv: list[str] | None = None) -> int:
             "busy": args.busy,
             "keras_python": args.keras_python,
         },
-        "sides": {
-            "cnnlab-cold": "a fresh CNNLAB_CACHE (native kernels copied in): decodes the folder",
-            "keras": "image_dataset_from_directory(...).cache().prefetch(AUTOTUNE): decodes "
-            "during its first epoch",
-            "cnnlab-warm": "the cache the cold run filled: reads the decoded folder back",
-        },
         "timing": "epochs: training steps only, time.perf_counter (cnnlab history.json, the "
         "Keras script's callback); process: wall time around each subprocess; first epoch "
         "apart, later = median of epochs 2..E of all runs",
@@ -308,20 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{side} run {i + 1}/{args.runs}: {shown}, {wall:.1f} s", file=sys.stderr)
                 failures += "error" in result
             shutil.rmtree(cache, ignore_errors=True)  # the decoded folder: up to 200 MB
-    results["sides"] = {
-        side: {"cache": results["sides"][side], **summarise(runs[side]), "per_run": runs[side]}
-        for side in SIDES
-    }
-    keras = results["sides"]["keras"]
-    results["ratios"] = {
-        side: ratios(results["sides"][side], keras) for side in ("cnnlab-cold", "cnnlab-warm")
-    }
-    results["load_average_end"] = machine.load_average()
-    results["table"] = table(results)
-    if args.out:
-        from cnnlab import atomic
+            collect(results, runs)
+            if args.out:  # after every run, so an interrupted benchmark keeps what it had
+                from cnnlab import atomic
 
-        atomic.write_json(args.out, results)
+                atomic.write_json(args.out, results)
     print_summary(results, args)
     if failures:
         print(f"{failures} run(s) failed; see 'error' in the results", file=sys.stderr)
