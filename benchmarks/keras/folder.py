@@ -97,7 +97,9 @@ def load_folder(args: argparse.Namespace):
         "seed": args.seed,
     }
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
+    if (root / "train").is_dir() and test_dir is None:
+        raise SystemExit(f"{root}: has train/ but no test/ or val/ beside it")
+    if (root / "train").is_dir():
         train = tf.keras.utils.image_dataset_from_directory(root / "train", **options)
         test = tf.keras.utils.image_dataset_from_directory(
             test_dir, shuffle=False, class_names=train.class_names, **options
