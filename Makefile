@@ -36,7 +36,8 @@ lint: dev
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# TensorFlow for the Keras side of benchmarks/epoch_time.py only; never a dependency.
+# TensorFlow for the Keras side of benchmarks/epoch_time.py and folder_epoch.py only;
+# never a dependency.
 keras-venv: .tfvenv/bin/python
 .tfvenv/bin/python:
 	$(PYTHON) -m venv .tfvenv
