@@ -33,7 +33,8 @@ def test_compare_trains_each_entry_and_measures_the_gap(tiny_mnist: Path, tmp_pa
         assert Path(r["run"], "weights.safetensors").exists()
         # The accuracies are the trained model's on the run's own split, without dropout.
         run = load_run(r["run"])
-        keep, held = split_indices(len(train), run.config.validation_split, run.config.seed)
+        split, seed = run.config.validation_split, run.config.seed
+        keep, held = split_indices(len(train), split, seed, train.labels)
         for key, idx in (("train_accuracy", keep), ("val_accuracy", held)):
             hits = run.predict(train.images[idx]).argmax(1) == train.labels[idx]
             assert r[key] == pytest.approx(hits.float().mean().item(), abs=1e-6), key

@@ -317,3 +317,14 @@ def test_parallel_decoding_gives_the_same_images(
     assert "processes" in err and "skipped 2 of 12 files" in err and "cut.jpg" in err
     assert parallel.images.equal(serial.images) and parallel.labels.equal(serial.labels)
     assert parallel_test.images.equal(serial_test.images)
+
+
+def test_validation_split_is_reported_per_class(tmp_path: Path, capsys) -> None:
+    from cnnlab.cli import main
+
+    root = _classes(tmp_path / "data", per_class=10)  # 8 of each class left to train on
+    argv = ["train", "--data", str(root), "--model", "seed000-cnn", "--steps", "1"]
+    code = main([*argv, "--validation-split", "0.25", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "validation split: 4 images, 25% of each class (ants 2, bees 2)" in err

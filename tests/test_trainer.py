@@ -150,9 +150,32 @@ def test_validation_split_is_seeded_and_disjoint() -> None:
         )
         train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
         assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
-        assert val_ids == set(split_indices(100, 0.2, seed)[1].tolist())  # as documented
+        assert val_ids == set(split_indices(100, 0.2, seed, y)[1].tolist())  # as documented
         held_out.append(val_ids)
     assert held_out[0] == held_out[1] != held_out[2]  # the seed picks the split
+    # without stratifying, the plain random split of runs saved before it
+    seen.clear()
+    Trainer(Spy(), progress=False, speed_up=False).fit(
+        (x, y), epochs=1, batch_size=100, validation_split=0.2, seed=0, stratify=False
+    )
+    assert set(seen[1].tolist()) == set(split_indices(100, 0.2, 0)[1].tolist())
+
+
+def test_validation_split_holds_out_each_class_in_proportion() -> None:
+    from cnnlab.train.trainer import split_indices
+
+    # 90 images of class 0, 10 of class 1: a plain 20% split may hold out any number of
+    # the rare class; the stratified one holds out exactly 2 of it and 18 of the other
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    plain = [int(labels[split_indices(100, 0.2, s)[1]].sum()) for s in range(20)]
+    assert len(set(plain)) > 1
+    for seed in range(20):
+        keep, held = split_indices(100, 0.2, seed, labels)
+        assert torch.bincount(labels[held]).tolist() == [18, 2]
+        assert sorted(keep.tolist() + held.tolist()) == list(range(100))
+    assert not torch.equal(
+        split_indices(100, 0.2, 0, labels)[1], split_indices(100, 0.2, 1, labels)[1]
+    )
 
 
 def test_bad_fit_arguments() -> None:

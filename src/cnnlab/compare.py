@@ -79,7 +79,8 @@ def compare(
         train = load_dataset(result.dataset, "train", data_dir)
         split = resolved.validation_split or 0.0
         if resolved.validation == "split" and split > 0:
-            keep, held = split_indices(len(train), split, resolved.seed)
+            stratified = train.labels if resolved.stratify else None
+            keep, held = split_indices(len(train), split, resolved.seed, stratified)
             train_acc = trainer.evaluate((train.images[keep], train.labels[keep]), tta=False)
             val_acc = trainer.evaluate((train.images[held], train.labels[held]), tta=False)
         else:

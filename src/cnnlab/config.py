@@ -198,6 +198,12 @@ class TrainConfig:
         fallback=0.2,
         check=fraction,
     )
+    stratify: bool | None = _option(
+        help="hold the validation split out of each class in proportion (runs saved "
+        "before this option keep the plain random split they trained with)",
+        fallback=True,
+        default_text="on",
+    )
     validation: str = _option(
         "split",
         help="what the per-epoch validation figures come from: the held-out split, or the "

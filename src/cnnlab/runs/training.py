@@ -232,11 +232,18 @@ def _fit_and_test(
 ) -> RunResult:
     """Train, write the run folder, test; ``earlier_seconds``: training time before a resume."""
     start = time.perf_counter()
-    fit_args: dict[str, Any] = {"batch_size": cfg.batch_size, "seed": cfg.seed}
+    # runs saved before stratified splits have no "stratify": they keep their plain split
+    fit_args: dict[str, Any] = {
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "stratify": bool(cfg.stratify),
+    }
     if cfg.validation == "test":
         fit_args["validation_data"] = test
     else:
         fit_args["validation_split"] = cfg.validation_split
+        if cfg.validation_split and trainer.epoch == 0 and trainer.progress:
+            _report_validation(cfg, train)
     if epochs is not None:
         fit_args["epochs"] = epochs
     else:
@@ -248,6 +255,25 @@ def _fit_and_test(
     history = trainer.fit(train, callbacks=[*extra, writer, *callbacks], **fit_args)
     train_seconds = time.perf_counter() - start + earlier_seconds
     return _test(trainer, cfg, test, path, digests, train_seconds, history)
+
+
+def _report_validation(cfg: TrainConfig, train: Any) -> None:
+    """Say how many images of each class the validation split holds (the first 20 classes)."""
+    from cnnlab.train.trainer import split_indices
+
+    labels = torch.as_tensor(train.labels)
+    _, held = split_indices(
+        len(labels), float(cfg.validation_split), cfg.seed, labels if cfg.stratify else None
+    )
+    counts = torch.bincount(labels[held], minlength=len(train.classes)).tolist()
+    shown = ", ".join(f"{c} {n:,}" for c, n in zip(train.classes[:20], counts, strict=False))
+    more = f", and {len(counts) - 20} more classes" if len(counts) > 20 else ""
+    how = "of each class" if cfg.stratify else "at random"
+    print(
+        f"validation split: {len(held):,} images, {100 * float(cfg.validation_split):g}% "
+        f"{how} ({shown}{more})",
+        file=sys.stderr,
+    )
 
 
 def _test(

@@ -61,16 +61,37 @@ def split_data(data: Data) -> tuple[Any, torch.Tensor]:
     return images, labels.long()
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(
+    n: int, fraction: float, seed: int, labels: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sorted (train, validation) indices: a seeded random ``fraction`` of ``n`` held out.
 
-    ``fit(validation_split=f, seed=s)`` holds out exactly ``split_indices(n, f, s)[1]``.
+    With ``labels`` the split is stratified: ``fraction`` of each class (rounded) is held
+    out, so a rare class is in the validation split in proportion, not by luck.
+    ``fit(validation_split=f, seed=s, stratify=True)`` holds out exactly
+    ``split_indices(n, f, s, labels)[1]``.
     """
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(fraction * n))
-    if n_val < 1 or n_val >= n:
+    gen = torch.Generator().manual_seed(seed)
+    if labels is None:
+        perm = torch.randperm(n, generator=gen)
+        n_val = int(round(fraction * n))
+        if n_val < 1 or n_val >= n:
+            raise CnnlabError(f"validation split {fraction} leaves no data on one side")
+        return perm[: n - n_val].sort().values, perm[-n_val:].sort().values
+    labels = torch.as_tensor(labels).reshape(-1)
+    if len(labels) != n:
+        raise CnnlabError(f"{n} images but {len(labels)} labels")
+    keep, held = [], []
+    for c in torch.unique(labels).tolist():
+        rows = torch.nonzero(labels == c).flatten()
+        rows = rows[torch.randperm(len(rows), generator=gen)]
+        k = int(round(fraction * len(rows)))
+        keep.append(rows[: len(rows) - k])
+        held.append(rows[len(rows) - k :])
+    kept, val = torch.cat(keep), torch.cat(held)
+    if len(val) < 1 or len(kept) < 1:
         raise CnnlabError(f"validation split {fraction} leaves no data on one side")
-    return perm[: n - n_val].sort().values, perm[-n_val:].sort().values
+    return kept.sort().values, val.sort().values
 
 
 @dataclass
@@ -278,12 +299,14 @@ class Trainer:
         steps: int | None = None,
         seed: int = 0,
         shuffle: bool = True,
+        stratify: bool = True,
     ) -> History:
         """Train for ``epochs`` more epochs (or until ``steps`` optimizer steps in all).
 
-        ``validation_split`` holds out that fraction of ``x`` (a seeded random choice)
-        and reports ``val_loss``/``val_accuracy`` after every epoch; ``validation_data``
-        gives a separate set instead. Calling ``fit`` again continues training.
+        ``validation_split`` holds out that fraction of ``x`` (a seeded random choice, of
+        each class in proportion unless ``stratify`` is false) and reports
+        ``val_loss``/``val_accuracy`` after every epoch; ``validation_data`` gives a
+        separate set instead. Calling ``fit`` again continues training.
         """
         images, labels = split_data(x)
         if epochs < 0 or (epochs == 0 and not steps):
@@ -294,7 +317,9 @@ class Trainer:
         if validation_data is not None:
             val = split_data(validation_data)
         elif validation_split > 0:
-            keep, held = split_indices(len(images), validation_split, seed)
+            keep, held = split_indices(
+                len(images), validation_split, seed, labels if stratify else None
+            )
             # from a file: index views, nothing read until the batches are
             val = (subset_rows(images, held), labels[held])
             images, labels = subset_rows(images, keep), labels[keep]
