@@ -374,8 +374,9 @@ def test_header_read_and_decode_share_the_decode_bound(
     monkeypatch.setattr(
         service_module, "check_image_header", counted(service_module.check_image_header)
     )
-    monkeypatch.setattr(service_module, "prepare_digit", counted(service_module.prepare_digit))
     app = create_app(digits_run, limits=Limits(max_concurrent_decodes=1), warm_up=False)
+    service = app.state.service
+    monkeypatch.setattr(service, "_prepare", counted(service._prepare))
     png = vertical_stroke_png()
     threads = [
         threading.Thread(target=app.state.service.prepare_image, args=(png,)) for _ in range(6)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.data.prepare import prepare_digit
 from cnnlab.errors import CnnlabError
 from cnnlab.models.trace import trace_layers
 from cnnlab.predict import is_blank
@@ -104,16 +103,8 @@ class ModelService:
                 raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
 
     def _prepare(self, data: bytes) -> np.ndarray:
-        """``data`` prepared like the run's images: a photo by the run's preparation, a
-        digit MNIST-style by :func:`prepare_digit` in the run's channels, exactly as
-        :class:`~cnnlab.data.preparation.ImagePreparation` prepares it."""
-        preparation = self.run.preparation
-        if not preparation.digits:
-            return preparation(data)
-        channels, height, width = preparation.shape
-        if height != width:
-            raise CnnlabError(f"digit preparation needs a square size, not {height}×{width}")
-        return np.repeat(prepare_digit(data, height)[None], channels, axis=0)
+        """``data`` prepared like the run's images (the run's own preparation)."""
+        return self.run.preparation(data)
 
     def predict(self, image: np.ndarray, features: bool = False) -> dict[str, Any]:
         """Probabilities, top classes and (optionally) feature maps for a (C, H, W) uint8
