@@ -75,6 +75,23 @@ def test_summary_of_a_run_folder(capsys, digits_run: Path) -> None:
     assert code == 0 and "206,922" in out
 
 
+def test_summary_for_any_input_size(capsys) -> None:
+    code, out, _ = run_cli(capsys, "summary", "cifar-net", "--input-size", "3,64,48")
+    assert code == 0 and "[1, 3, 64, 48]" in out and "[1, 10]" in out
+    # the multiply-adds grow with the picture: 64×48 has three times 32×32's pixels
+    _, small, _ = run_cli(capsys, "summary", "cifar-net")
+
+    def madds(text: str) -> float:
+        return float(text.split("Total mult-adds (M): ")[1].split()[0])
+
+    assert madds(out) == pytest.approx(3 * madds(small), rel=0.02)
+    code, _, err = run_cli(capsys, "summary", "cifar-net", "--input-size", "3,64")
+    assert code == 2 and "C,H,W" in err
+    # a model with a fixed dense layer cannot take another size: one line, exit 2
+    code, _, err = run_cli(capsys, "summary", "seed000-cnn", "--input-size", "1,64,64")
+    assert code == 2 and "cannot take input" in err and len(err.strip().splitlines()) == 1
+
+
 def test_train_evaluate_predict_plot_round_trip(capsys, tmp_path: Path) -> None:
     import torch
 

@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("model", help="a registered model id or a run folder")
     add_config_flags(p, only={"model_args"})
     p.add_argument("--depth", type=positive_int, default=3, help="nesting depth (default 3)")
+    p.add_argument(
+        "--input-size",
+        type=_input_size,
+        metavar="C,H,W",
+        help="the input's channels, height and width, e.g. 3,224,224 (default: the model's "
+        "declared input, or the run's)",
+    )
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser(
@@ -173,17 +180,33 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_size(text: str) -> tuple[int, int, int]:
+    """``--input-size C,H,W``: three positive whole numbers."""
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").replace("×", ",").split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,32,32, not {text!r}")
+    return size[0], size[1], size[2]
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnlab.summary import summary
 
     target = Path(args.model)
-    if (target / "config.json").exists():
-        from cnnlab.runs import load_run
+    try:
+        if (target / "config.json").exists():
+            from cnnlab.runs import load_run
 
-        run = load_run(target)
-        print(summary(run.model, run.preprocess.input_size, depth=args.depth))
-    else:
-        print(summary(args.model, depth=args.depth, **args.model_args))
+            run = load_run(target)
+            size = args.input_size or run.preprocess.input_size
+            print(summary(run.model, size, depth=args.depth))
+        else:
+            print(summary(args.model, args.input_size, depth=args.depth, **args.model_args))
+    except RuntimeError as exc:  # torch's shape mismatch: an input the model cannot take
+        detail = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+        raise CnnlabError(f"{args.model} cannot take input {args.input_size}: {detail}") from None
     return 0
 
 
