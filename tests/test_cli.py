@@ -85,8 +85,9 @@ def test_summary_for_any_input_size(capsys) -> None:
         return float(text.split("Total mult-adds (M): ")[1].split()[0])
 
     assert madds(out) == pytest.approx(3 * madds(small), rel=0.02)
-    code, _, err = run_cli(capsys, "summary", "cifar-net", "--input-size", "3,64")
-    assert code == 2 and "C,H,W" in err
+    with pytest.raises(SystemExit) as exc:
+        run_cli(capsys, "summary", "cifar-net", "--input-size", "3,64")
+    assert exc.value.code == 2 and "C,H,W" in capsys.readouterr().err
     # a model with a fixed dense layer cannot take another size: one line, exit 2
     code, _, err = run_cli(capsys, "summary", "seed000-cnn", "--input-size", "1,64,64")
     assert code == 2 and "cannot take input" in err and len(err.strip().splitlines()) == 1

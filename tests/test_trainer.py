@@ -149,7 +149,9 @@ def test_validation_split_is_seeded_and_disjoint() -> None:
             (x, y), epochs=1, batch_size=100, validation_split=0.2, seed=seed
         )
         train_ids, val_ids = set(seen[0].tolist()), set(seen[1].tolist())
-        assert len(train_ids) == 80 and len(val_ids) == 20 and not train_ids & val_ids
+        # 20% of each class, rounded: about 20 of the 100
+        assert len(train_ids) + len(val_ids) == 100 and 18 <= len(val_ids) <= 22
+        assert not train_ids & val_ids
         assert val_ids == set(split_indices(100, 0.2, seed, y)[1].tolist())  # as documented
         held_out.append(val_ids)
     assert held_out[0] == held_out[1] != held_out[2]  # the seed picks the split
