@@ -254,3 +254,31 @@ def test_per_channel_normalisation() -> None:
     assert Preprocess.from_dict(pre.to_dict()) == pre
     with pytest.raises(CnnlabError, match="per-channel"):
         Preprocess((1, 6, 6), mean=(0.5, 0.5, 0.5))(images[:, :1])
+
+
+def test_channel_statistics_read_bounded_chunks() -> None:
+    from cnnlab.data.loader import channel_statistics
+
+    class Recording:
+        """A uint8 batch that records how many images each read asks for."""
+
+        def __init__(self, x: torch.Tensor) -> None:
+            self.x, self.shape, self.reads = x, x.shape, []
+
+        def dim(self) -> int:
+            return self.x.dim()
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, index: slice) -> torch.Tensor:
+            part = self.x[index]
+            self.reads.append(len(part))
+            return part
+
+    # 300 images of 3×170×170: a float64 copy of the whole would be 208 MB
+    images = Recording(torch.randint(0, 256, (300, 3, 170, 170), dtype=torch.uint8))
+    mean, _ = channel_statistics(images)
+    assert max(images.reads) * 3 * 170 * 170 <= 1 << 23  # at most 64 MB as float64
+    assert sum(images.reads) == 300
+    assert mean == pytest.approx((images.x.double() / 255).mean(dim=(0, 2, 3)).tolist(), abs=1e-6)

@@ -97,13 +97,18 @@ def _per_channel(value: float | tuple[float, ...], x: torch.Tensor) -> float | t
     return torch.tensor(value, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
 
 
-def channel_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
+def channel_statistics(
+    images: torch.Tensor, chunk: int | None = None
+) -> tuple[tuple[float, ...], ...]:
     """Per-channel mean and standard deviation of uint8 (N, C, H, W) images, scaled to 0–1:
-    ``((mean_c, ...), (std_c, ...))``. Read in chunks, summed in float64, so a
-    memory-mapped data set is never converted whole."""
+    ``((mean_c, ...), (std_c, ...))``. Read ``chunk`` images at a time (default: about
+    8 million values, 64 MB as float64), summed in float64, so neither a memory-mapped
+    data set nor a float copy of it is ever held whole."""
     if images.dim() != 4 or len(images) == 0:
         raise CnnlabError("channel statistics need a non-empty (N, C, H, W) batch")
     channels = images.shape[1]
+    if chunk is None:
+        chunk = max(1, (1 << 23) // math.prod(images.shape[1:]))
     total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros(channels, dtype=torch.float64)
     for start in range(0, len(images), chunk):
