@@ -3,8 +3,7 @@
     python docs/make_own_images_figures.py RUN PHOTO [--out docs/images]
 
 Runs ``cnnlab evaluate`` and ``cnnlab visualize`` on RUN and copies the pictures the docs
-show (confusion matrix, misclassified and top-losses grids, the first layer's kernels in
-colour) as ``own-*.png``; then serves RUN, uploads PHOTO in headless Chromium (Playwright
+show (confusion matrix, the top-losses grid, the first layer's kernels in colour) as ``own-*.png``; then serves RUN, uploads PHOTO in headless Chromium (Playwright
 with the system browser, as the tests drive it) and keeps a screenshot of the page.
 """
 
@@ -22,9 +21,23 @@ from pathlib import Path
 
 SHOWN = {
     "confusion.png": "own-confusion.png",
-    "misclassified.png": "own-misclassified.png",
     "top-losses.png": "own-top-losses.png",
 }
+#: Widest a picture is kept in the docs (photo grids and page shots are large otherwise).
+MAX_WIDTH = 1100
+
+
+def shrink(path: Path) -> None:
+    """Keep ``path`` at most :data:`MAX_WIDTH` pixels wide, in 256 colours: a few hundred
+    kB instead of megabytes, still sharp enough to read."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if img.width > MAX_WIDTH:
+            height = round(img.height * MAX_WIDTH / img.width)
+            img = img.resize((MAX_WIDTH, height), Image.Resampling.LANCZOS)
+        img.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
 def cnnlab(*args: str) -> None:
@@ -63,7 +76,7 @@ def screenshot(run: Path, photo: Path, out: Path) -> None:
                 "() => Number(document.body.dataset.predictions || 0) >= 1", timeout=30_000
             )
             page.wait_for_timeout(500)  # the bars' width transition
-            out.write_bytes(page.screenshot(full_page=True))
+            out.write_bytes(page.screenshot())  # the viewport: upload, answer, first maps
             browser.close()
     finally:
         server.should_exit = True
@@ -87,6 +100,7 @@ def main() -> int:
         shutil.copyfile(pictures / "kernels-rgb.png", args.out / "own-kernels-rgb.png")
     screenshot(args.run, args.photo, args.out / "own-serve.png")
     for target in [*SHOWN.values(), "own-kernels-rgb.png", "own-serve.png"]:
+        shrink(args.out / target)
         print(args.out / target)
     return 0
 
