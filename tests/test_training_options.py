@@ -200,10 +200,10 @@ def test_select_best_keeps_the_best_validation_epoch(tmp_path: Path, tiny_mnist)
     assert result.metrics["weights"] == "best"
     # The saved weights reproduce the best epoch's validation figures.
     from cnnlab.data import load_dataset
+    from cnnlab.train.trainer import split_indices
 
     train = load_dataset("mnist", "train", tiny_mnist)
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    held = perm[-150:].sort().values
+    held = split_indices(len(train), 0.25, 0, train.labels)[1]  # 25% of each class
     probs = run.predict(train.images[held])
     acc = (probs.argmax(1) == train.labels[held]).float().mean().item()
     loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), train.labels[held]).item()
