@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 SHOWN = {
@@ -47,40 +44,26 @@ def cnnlab(*args: str) -> None:
 
 def screenshot(run: Path, photo: Path, out: Path) -> None:
     """Serve ``run``, upload ``photo`` in Chromium and save the page as ``out``."""
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     from cnnlab.serve.app import create_app
+    from cnnlab.serve.server import background_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(run), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        with sync_playwright() as pw:
-            chromium = shutil.which("chromium") or "/usr/bin/chromium"
-            browser = pw.chromium.launch(
-                executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
-            )
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("body[data-model='loaded']", timeout=30_000)
-            page.set_input_files("#upload", str(photo))
-            page.wait_for_function(
-                "() => Number(document.body.dataset.predictions || 0) >= 1", timeout=30_000
-            )
-            page.wait_for_timeout(500)  # the bars' width transition
-            out.write_bytes(page.screenshot())  # the viewport: upload, answer, first maps
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with background_server(create_app(run)) as url, sync_playwright() as pw:
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        browser = pw.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-model='loaded']", timeout=30_000)
+        page.set_input_files("#upload", str(photo))
+        page.wait_for_function(
+            "() => Number(document.body.dataset.predictions || 0) >= 1", timeout=30_000
+        )
+        page.wait_for_timeout(500)  # the bars' width transition
+        out.write_bytes(page.screenshot())  # the viewport: upload, answer, first maps
+        browser.close()
 
 
 def main() -> int:

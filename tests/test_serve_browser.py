@@ -13,9 +13,6 @@ import io
 import math
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,27 +73,11 @@ def browser_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
 @pytest.fixture(scope="module")
 def base_url(browser_run: TrainedRun) -> Iterator[str]:
     """The app served by uvicorn on a free loopback port."""
-    import uvicorn
-
     from cnnlab.serve.app import create_app
+    from cnnlab.serve.server import background_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(browser_run.path), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with background_server(create_app(browser_run.path)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +96,8 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def page(browser: Any, base_url: str) -> Iterator[Any]:
+def open_page(browser: Any, base_url: str) -> Iterator[Any]:
+    """A 1280×1000 page of the app, loaded; fails the test on any script error."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     p = context.new_page()
     errors: list[str] = []
@@ -134,6 +115,11 @@ def page(browser: Any, base_url: str) -> Iterator[Any]:
     yield p
     context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def page(browser: Any, base_url: str) -> Iterator[Any]:
+    yield from open_page(browser, base_url)
 
 
 def stroke(page: Any, points: list[tuple[float, float]]) -> None:

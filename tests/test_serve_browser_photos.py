@@ -7,9 +7,6 @@ by class name and the colour image the model received. The browser is the one
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PHOTO_COLOURS
-from tests.test_serve_browser import CHROMIUM_ARGS, chromium_path
+from tests.test_serve_browser import browser, chromium_path, open_page  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,61 +27,16 @@ def base_url(photo_run: Path) -> Iterator[str]:
     if chromium_path() is None:
         pytest.skip("no Chromium at /usr/bin/chromium (run .ci/install-browser)")
     pytest.importorskip("playwright.sync_api")
-    import uvicorn
-
     from cnnlab.serve.app import create_app
+    from cnnlab.serve.server import background_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(photo_run), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    path = chromium_path()
-    if path is None:
-        pytest.skip("no Chromium at /usr/bin/chromium")
-    with sync_api.sync_playwright() as pw:
-        try:
-            b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        except Exception as exc:  # a browser that cannot start is an environment problem
-            pytest.skip(f"Chromium does not start: {str(exc).splitlines()[0]}")
-        yield b
-        b.close()
+    with background_server(create_app(photo_run)) as url:
+        yield url
 
 
 @pytest.fixture
-def page(browser: Any, base_url: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    p = context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    p.on(
-        "console",
-        lambda m: (
-            errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    p.goto(base_url + "/")
-    p.wait_for_selector("body[data-model='loaded']", timeout=30_000)
-    yield p
-    context.close()
-    assert not errors, errors
+def page(browser: Any, base_url: str) -> Iterator[Any]:  # noqa: F811 (the imported fixture)
+    yield from open_page(browser, base_url)
 
 
 def test_photo_page_offers_an_upload_not_a_drawing(page: Any) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.serve.inputs import Limits
@@ -10,7 +15,7 @@ from cnnlab.serve.protocol import guarded_protocol
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["MAX_HEAD_BYTES", "server_config"]
+__all__ = ["MAX_HEAD_BYTES", "background_server", "server_config"]
 
 #: Largest request head (request line and headers) h11 buffers before answering 400.
 MAX_HEAD_BYTES = 16 * 1024
@@ -36,3 +41,29 @@ def server_config(app: Any, host: str, port: int, limits: Limits, **options: Any
         lifespan="off",
         **options,
     )
+
+
+@contextlib.contextmanager
+def background_server(app: Any, host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` on a free port of ``host`` in a background thread and yield its base
+    URL; the server stops when the block ends. For scripts and tests that drive the page
+    in a browser (``cnnlab serve`` runs uvicorn in the foreground instead)."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the server on {host}:{port} did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
