@@ -12,28 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cnnlab.data import folders
 from cnnlab.data.folders import STREAM_ENV, FolderSettings, load_folder, stream_threshold
 from cnnlab.data.loader import Preprocess, TensorBatches
 from cnnlab.data.mapped import MappedImages
 from cnnlab.errors import CnnlabError
+from tests.conftest import write_photo_folder
 
-COLOURS = {"ants": (230, 40, 30), "bees": (30, 60, 230), "cats": (40, 220, 60)}
 SETTINGS = FolderSettings(size=(8, 8))
-
-
-def _folder(root: Path, per_class: int = 12, size: tuple[int, int] = (11, 9)) -> Path:
-    """Noisy colour pictures whose class is their colour, of varied content."""
-    rng = np.random.default_rng(1)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            noise = rng.integers(-40, 40, (size[1], size[0], 3))
-            x = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(x).save(root / name / f"{i:02d}.png")
-    return root
 
 
 def _npy(tmp_path: Path, n: int = 10) -> tuple[MappedImages, torch.Tensor]:
@@ -98,7 +85,7 @@ def test_batches_from_a_file_equal_batches_from_a_tensor(tmp_path: Path, augment
 def test_streamed_load_holds_views_of_the_same_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = _folder(tmp_path / "d", per_class=6)
+    root = write_photo_folder(tmp_path / "d", per_class=6)
     train, test = load_folder(root, SETTINGS, progress=False, stream=False)
     s_train, s_test = load_folder(root, SETTINGS, progress=False, stream=True)
     assert isinstance(s_train.images, MappedImages) and isinstance(s_test.images, MappedImages)
@@ -113,8 +100,8 @@ def test_streamed_load_holds_views_of_the_same_images(
 
 
 def test_streamed_train_and_test_folders(tmp_path: Path) -> None:
-    _folder(tmp_path / "d" / "train", per_class=4)
-    _folder(tmp_path / "d" / "val", per_class=2, size=(5, 13))
+    write_photo_folder(tmp_path / "d" / "train", per_class=4)
+    write_photo_folder(tmp_path / "d" / "val", per_class=2, size=(5, 13))
     train, test = load_folder(tmp_path / "d", SETTINGS, progress=False, stream=False)
     s_train, s_test = load_folder(tmp_path / "d", SETTINGS, progress=False, stream=True)
     assert s_train.images.path != s_test.images.path
@@ -157,7 +144,7 @@ def _train(root: Path, out: Path, monkeypatch: pytest.MonkeyPatch, above: str) -
 def test_streamed_training_equals_training_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    root = _folder(tmp_path / "shapes", per_class=12)
+    root = write_photo_folder(tmp_path / "shapes", per_class=12)
     whole = _train(root, tmp_path / "whole", monkeypatch, str(10**12))
     streamed = _train(root, tmp_path / "streamed", monkeypatch, "0")
     from safetensors.torch import load_file
@@ -190,9 +177,9 @@ def test_streamed_training_equals_training_in_memory(
 
 
 def test_entry_rows_without_the_skipped_files(tmp_path: Path) -> None:
-    root = _folder(tmp_path / "d", per_class=3)
-    (root / "ants" / "01b.png").write_text("not a picture\n")
-    (root / "cats" / "99.jpg").write_bytes(b"\xff\xd8\xff")
+    root = write_photo_folder(tmp_path / "d", per_class=3)
+    (root / "apples" / "01b.png").write_text("not a picture\n")
+    (root / "sky" / "99.jpg").write_bytes(b"\xff\xd8\xff")
     good = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in ("01b.png", "99.jpg"))
     good.sort(key=lambda p: (p.parent.name, p))
     want = np.stack([folders.decode_file(p, SETTINGS, str(p)) for p in good])
@@ -221,7 +208,7 @@ folders.load_folder(sys.argv[1], folders.FolderSettings(size=(8, 8)), progress=F
 def test_a_crash_while_writing_leaves_no_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = _folder(tmp_path / "d", per_class=4)
+    root = write_photo_folder(tmp_path / "d", per_class=4)
     cache = Path(os.environ["CNNLAB_CACHE"]) / "folders"
     env = {**os.environ, "PYTHONPATH": str(Path(folders.__file__).parents[2])}
     done = subprocess.run(
@@ -279,7 +266,7 @@ def _failing_after(n: int):
 
 
 def test_a_damaged_entry_is_decoded_again(tmp_path: Path) -> None:
-    root = _folder(tmp_path / "d", per_class=3)
+    root = write_photo_folder(tmp_path / "d", per_class=3)
     train, _ = load_folder(root, SETTINGS, progress=False, stream=True)
     entry = train.images.path.parent
     want = np.load(entry / "images.npy")
@@ -293,8 +280,8 @@ def test_a_damaged_entry_is_decoded_again(tmp_path: Path) -> None:
 def test_parallel_decoding_hands_out_chunks_as_they_are_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = _folder(tmp_path / "d", per_class=7)
-    (root / "bees" / "03b.png").write_text("not a picture\n")
+    root = write_photo_folder(tmp_path / "d", per_class=7)
+    (root / "leaves" / "03b.png").write_text("not a picture\n")
     serial, serial_test = load_folder(root, SETTINGS, progress=False, stream=False)
     monkeypatch.setattr(folders, "PARALLEL_FROM", 1)
     monkeypatch.setattr(folders, "CHUNK", 2)
