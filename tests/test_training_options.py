@@ -129,6 +129,25 @@ def test_shifted_views() -> None:
     assert len(list(shifted_views(x, flip=True))) == 6
 
 
+def test_shifted_views_reflect_for_photo_runs() -> None:
+    x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+    zero = list(shifted_views(x))
+    mirrored = list(shifted_views(x, reflect=True))
+    assert all(v.dtype == torch.uint8 for v in mirrored)
+    # moved down one row: the new top row is 0 filled, or row 1 reflected
+    assert zero[1][0, 0, 0].tolist() == [0, 0, 0, 0]
+    assert mirrored[1][0, 0, 0].tolist() == [4, 5, 6, 7]
+    assert torch.equal(mirrored[1][0, 0, 1:], x[0, 0, :3])
+    # moved right one column: the new left column is column 1 reflected
+    assert mirrored[3][0, 0, :, 0].tolist() == [1, 5, 9, 13]
+
+
+def test_runs_trained_on_reflected_crops_reflect_their_tta_shifts() -> None:
+    t = Trainer(create_model("seed000-cnn"), progress=False, augment=Augment(crop=2, flip=0.5))
+    assert t.predictor.reflect and t.predictor.flip
+    assert not Trainer(create_model("seed000-cnn"), progress=False).predictor.reflect
+
+
 def test_tta_averages_view_probabilities() -> None:
     torch.manual_seed(0)
     t = Trainer(create_model("seed000-cnn"), progress=False)

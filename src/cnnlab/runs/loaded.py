@@ -111,8 +111,10 @@ def open_run(files: RunFiles, device: str = "cpu", *, speed_up: bool = True) -> 
         raise CnnlabError(f"{where}: missing; the run has not finished an epoch yet")
     load_weights(model, files)
     model.to(device).eval()
-    flip = bool(Augment.from_dict(config.augment).flip)
-    predictor = Predictor(model, preprocess, flip=flip, speed_up=speed_up)
+    augment = Augment.from_dict(config.augment)
+    predictor = Predictor(
+        model, preprocess, flip=bool(augment.flip), reflect=bool(augment.crop), speed_up=speed_up
+    )
     history, metrics = read_history(files), read_metrics(files)
     return Run(
         path,

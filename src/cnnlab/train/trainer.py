@@ -438,6 +438,7 @@ class Trainer:
                 model,
                 self.preprocess,
                 flip=bool(getattr(self.augment, "flip", 0)),
+                reflect=bool(getattr(self.augment, "crop", 0)),
                 speed_up=self.speed_up,
                 channels_last=self.channels_last,
                 forward=self.fast_model if model is self.model else None,
