@@ -159,11 +159,15 @@ def test_models_register_as_the_package_loads() -> None:
 def test_cifar_net_takes_colour_photos_of_any_size() -> None:
     model = create_model("cifar-net").eval()
     assert get_model_spec("cifar-net").input_size == (3, 32, 32)
-    # 3×3×3×32 stem, (3×3×32×64 + 3×3×64×64), (3×3×64×256 + 3×3×256×256) and
-    # (2 × 3×3×256×256) convolutions, their norms' weights and biases, a 256×10 head
-    convs = 864 + 18_432 + 36_864 + 147_456 + 589_824 + 2 * 589_824
-    norms = 2 * (32 + 2 * 64 + 2 * 256 + 2 * 256)
-    assert count_parameters(model) == convs + norms + 2_560
+    # a 2×2×3×24 whitening stem with its bias, (3×3×24×64 + 3×3×64×64),
+    # (3×3×64×256 + 3×3×256×256) and (2 × 3×3×256×256) convolutions, their norms' weights
+    # and biases, a 256×10 head
+    stem = 288 + 24
+    convs = 13_824 + 36_864 + 147_456 + 589_824 + 2 * 589_824
+    norms = 2 * (2 * 64 + 2 * 256 + 2 * 256)
+    assert count_parameters(model) == stem + convs + norms + 2_560
+    # the stem's filters and the norms' scales are not learned
+    assert count_parameters(model, trainable_only=True) == 24 + convs + norms // 2 + 2_560
     with torch.no_grad():
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
         assert model(torch.rand(1, 3, 64, 48)).shape == (1, 10)  # global pooling

@@ -29,7 +29,7 @@ from typing import Any
 from cnnlab.errors import CnnlabError
 
 OPTIMIZERS = ("sgd", "nesterov", "adagrad", "adadelta", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "triangle")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 #: A check: the value -> what is wrong with it ("must be positive"), or None when it is fine.
@@ -228,6 +228,19 @@ class TrainConfig:
         default_text="recipe, else off",
         check=fraction,
         metavar="DECAY",
+    )
+    lookahead: bool | None = _option(
+        help="lookahead: every 5 steps pull the weights back towards a slow copy of them, "
+        "more strongly as training ends, and finish on the slow copy",
+        fallback=False,
+        default_text="recipe, else off",
+    )
+    bias_lr_scale: float | None = _option(
+        help="train batch-norm shifts at this multiple of the learning rate (their weight "
+        "decay divided by it)",
+        fallback=1.0,
+        check=positive,
+        metavar="FACTOR",
     )
     tta: bool | None = _option(
         help="test-time augmentation for the test figures: average over one-pixel shifts; "

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
@@ -38,6 +39,9 @@ class ModelSpec:
     source: str = ""
     description: str = ""
     recipe: dict[str, Any] = field(default_factory=dict)
+    #: Called as ``data_init(model, images)`` with normalised training images (floats
+    #: N×C×H×W) when a run starts from scratch: for layers set from the data.
+    data_init: Callable[[nn.Module, torch.Tensor], None] | None = None
 
     def create(self, **kwargs: Any) -> nn.Module:
         """Build the model, checking keyword arguments against the factory's signature."""
@@ -68,6 +72,7 @@ def register_model(
     fit: str = "resize",
     source: str = "",
     recipe: dict[str, Any] | None = None,
+    data_init: Callable[[nn.Module, torch.Tensor], None] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator that registers a model factory under its function's name with dashes.
 
@@ -95,6 +100,7 @@ def register_model(
             source=source,
             description=doc.split("\n\n", 1)[0].replace("\n", " "),
             recipe=dict(recipe or {}),
+            data_init=data_init,
         )
         return factory
 

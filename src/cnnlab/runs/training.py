@@ -180,6 +180,8 @@ def _start(
     if cfg.normalize == "data" or (cfg.normalize == "auto" and not preparation.digits):
         mean, std = channel_statistics(train.images)
     preprocess = Preprocess((channels, *spec.input_size[1:]), spec.fit, mean, std)
+    if spec.data_init is not None:
+        spec.data_init(model, preprocess(_sample(train.images, 5000, cfg.seed)))
     trainer = Trainer.from_config(model, cfg, preprocess=preprocess, progress=progress)
     if progress:
         length = (
@@ -217,6 +219,15 @@ def _start(
             digests,
         )
     return _fit_and_test(trainer, cfg, train, test, path, cfg.epochs, callbacks, digests)
+
+
+def _sample(images: Any, count: int, seed: int) -> torch.Tensor:
+    """At most ``count`` of ``images`` (a tensor, array or memory-mapped file), a seeded
+    choice read in file order: a folder's images come sorted by class."""
+    n = len(images)
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(n, generator=generator)[:count].sort().values
+    return torch.as_tensor(images[rows.numpy()])
 
 
 def _fit_and_test(

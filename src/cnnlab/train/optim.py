@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ DEFAULT_LR = {
 
 def make_optimizer(
     name: str,
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
     lr: float | None = DEFAULTS.lr,
     weight_decay: float = DEFAULTS.weight_decay,  # type: ignore[assignment]
     momentum: float = DEFAULTS.momentum,  # type: ignore[assignment]
@@ -37,7 +38,9 @@ def make_optimizer(
 
     ``sgd`` uses ``momentum`` (pass 0 for plain SGD); ``nesterov`` is SGD with Nesterov
     momentum, which needs some. Fused kernels are used where torch has them for the
-    device, multi-tensor (foreach) ones elsewhere.
+    device, multi-tensor (foreach) ones elsewhere. ``params`` may be parameter groups;
+    a group's ``lr_scale`` multiplies its learning rate and divides its weight decay, so
+    the decay per step stays that of the others.
     """
     check_option("optimizer", name)
     defer_dynamo_import()  # torch's optimizers would import torch.compile's machinery
@@ -47,7 +50,7 @@ def make_optimizer(
     check_option("momentum", momentum)
     if name == "nesterov" and momentum == 0:
         raise CnnlabError("nesterov needs a momentum above 0")
-    params = list(params)
+    params = _scaled_groups(list(params), lr, weight_decay)
     if name in ("sgd", "nesterov"):
         return _build(
             torch.optim.SGD,
@@ -66,6 +69,16 @@ def make_optimizer(
     return _build(LeanAdamW, params, lr=lr, weight_decay=weight_decay)
 
 
+def _scaled_groups(params: list[Any], lr: float, weight_decay: float) -> list[Any]:
+    if not params or not isinstance(params[0], dict):
+        return params
+    groups = []
+    for group in params:
+        scale = float(group.get("lr_scale", 1.0))
+        groups.append({**group, "lr": lr * scale, "weight_decay": weight_decay / scale})
+    return groups
+
+
 def _build(
     cls: type[torch.optim.Optimizer], params: list, **kwargs: object
 ) -> torch.optim.Optimizer:
@@ -82,7 +95,8 @@ def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
 
     ``step`` divides by 10 at 50% and 75% of training; ``cosine`` decays to zero;
     ``onecycle`` warms up linearly over the first 25% from 1/25 of the peak, then
-    follows a cosine down to 1/10,000 of it.
+    follows a cosine down to 1/10,000 of it; ``triangle`` rises linearly from 0.2 to
+    1 over the first 23%, then falls linearly to 0.07.
     """
     check_option("schedule", schedule)
     total = max(1, total_steps)
@@ -90,6 +104,15 @@ def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
         return lambda step: 1.0
     if schedule == "step":
         return lambda step: 0.1 ** ((step >= 0.5 * total) + (step >= 0.75 * total))
+    if schedule == "triangle":
+        # cifar10-airbench's: from 0.2 up to the peak at 23% of training, then straight
+        # down to 0.07 at the end
+        peak = max(1, int(0.23 * total))
+        return lambda step: (
+            0.2 + 0.8 * step / peak
+            if step < peak
+            else 1.0 - 0.93 * min(1.0, (step - peak) / max(1, total - peak))
+        )
     if schedule == "cosine":
         return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     warm = max(1, int(0.25 * total))

@@ -201,10 +201,13 @@ class Trainer:
             DEFAULTS.augment
         ),
         ema: float = DEFAULTS.ema,  # type: ignore[assignment]
+        lookahead: bool = DEFAULTS.lookahead,  # type: ignore[assignment]
+        bias_lr_scale: float = DEFAULTS.bias_lr_scale,  # type: ignore[assignment]
         tta: bool = DEFAULTS.tta,  # type: ignore[assignment]
     ) -> None:
         for name, value in (("labels", labels), ("label_smoothing", label_smoothing),
-                            ("schedule", schedule), ("ema", ema)):  # fmt: skip
+                            ("schedule", schedule), ("ema", ema),
+                            ("bias_lr_scale", bias_lr_scale)):  # fmt: skip
             check_option(name, value)
         self.device = pick_device(device)
         if self.device.type == "cpu":
@@ -230,8 +233,15 @@ class Trainer:
             self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.tta = tta
         self.preprocess = preprocess or Preprocess()
-        self.optimizer = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
+        self.optimizer = make_optimizer(
+            optimizer, _param_groups(self.model, bias_lr_scale), lr, weight_decay, momentum
+        )
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        # the slow weights of lookahead (floating-point state: parameters and batch-norm
+        # statistics), None when off
+        self.lookahead: dict[str, torch.Tensor] | None = None
+        if lookahead:
+            self.lookahead = _float_state(self.model)
         self.schedule = schedule
         self.labels = labels
         self.label_smoothing = label_smoothing
@@ -376,7 +386,24 @@ class Trainer:
         self.step += 1
         if self.ema_model is not None:
             self._update_ema()
+        if self.lookahead is not None and (
+            self.step % LOOKAHEAD_EVERY == 0 or self.step == self.total_steps
+        ):
+            self._update_lookahead()
         return loss.detach(), logits.detach()
+
+    @torch.no_grad()
+    def _update_lookahead(self) -> None:
+        # The slow copy moves towards the weights by (1 - keep), then the weights jump to
+        # it. keep grows as the cube of progress, so early training is untouched and late
+        # training averages; the last step ends on the slow copy itself.
+        assert self.lookahead is not None
+        t = min(1.0, self.step / max(1, self.total_steps))
+        keep = 1.0 if self.step >= self.total_steps else LOOKAHEAD_KEEP * t**3
+        fast = _float_state(self.model, copy=False)
+        slow = [self.lookahead[k] for k in fast]
+        torch._foreach_lerp_(slow, list(fast.values()), 1.0 - keep)
+        torch._foreach_copy_(list(fast.values()), slow)
 
     def _train_epoch(
         self, batches: TensorBatches, factor: Any, final_epoch: int
@@ -470,6 +497,8 @@ class Trainer:
         }
         if self.ema_model is not None:
             state["ema"] = {k: v.detach().clone() for k, v in self.ema_model.state_dict().items()}
+        if self.lookahead is not None:
+            state["lookahead"] = {k: v.clone() for k, v in self.lookahead.items()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -493,6 +522,8 @@ class Trainer:
         _check_tensors("model", state.get("model", {}), self.model.state_dict())
         if self.ema_model is not None and "ema" in state:
             _check_tensors("ema", state["ema"], self.ema_model.state_dict())
+        if self.lookahead is not None and "lookahead" in state:
+            _check_tensors("lookahead", state["lookahead"], self.lookahead)
         _check_optimizer(state["optimizer"], self.optimizer)
         lrs = state["base_lrs"]
         if (
@@ -518,6 +549,9 @@ class Trainer:
             self.model.load_state_dict(state["model"])
         if self.ema_model is not None and "ema" in state:
             self.ema_model.load_state_dict(state["ema"])
+        if self.lookahead is not None and "lookahead" in state:
+            for key, value in state["lookahead"].items():
+                self.lookahead[key].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.base_lrs = [float(v) for v in state["base_lrs"]]
         self.epoch = int(state["epoch"])
@@ -526,6 +560,42 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.history = History([dict(r) for r in state["history"]])
+
+
+#: Lookahead's period in steps and its strongest pull (cifar10-airbench's: 0.95 per step).
+LOOKAHEAD_EVERY = 5
+LOOKAHEAD_KEEP = 0.95**LOOKAHEAD_EVERY
+
+
+def _float_state(model: nn.Module, copy: bool = True) -> dict[str, torch.Tensor]:
+    """The floating-point tensors of ``model``'s state (weights and running statistics)."""
+    state = model.state_dict(keep_vars=False)
+    return {
+        k: (v.detach().clone() if copy else v.detach())
+        for k, v in state.items()
+        if v.is_floating_point()
+    }
+
+
+def _param_groups(model: nn.Module, bias_lr_scale: float) -> list[dict[str, Any]]:
+    """One group of every trainable parameter; with ``bias_lr_scale`` ≠ 1 the shifts of
+    batch norm get a group of their own, which the optimizer builder's learning rate and
+    weight decay scale (see :func:`~cnnlab.train.optim.make_optimizer`)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if bias_lr_scale == 1.0:
+        return [{"params": trainable}]
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    shifts = {
+        id(m.bias)
+        for m in model.modules()
+        if isinstance(m, norms) and m.bias is not None and m.bias.requires_grad
+    }
+    groups = [{"params": [p for p in trainable if id(p) not in shifts]}]
+    if shifts:
+        groups.append(
+            {"params": [p for p in trainable if id(p) in shifts], "lr_scale": bias_lr_scale}
+        )
+    return groups
 
 
 _STATE_KEYS = ("optimizer", "base_lrs", "epoch", "step", "torch_rng", "history")
