@@ -396,10 +396,11 @@ class Trainer:
     def _update_lookahead(self) -> None:
         # The slow copy moves towards the weights by (1 - keep), then the weights jump to
         # it. keep grows as the cube of progress, so early training is untouched and late
-        # training averages; the last step ends on the slow copy itself.
+        # training averages; the last step pulls too, so training ends on the slow copy
+        # with the progress of its last steps in it.
         assert self.lookahead is not None
         t = min(1.0, self.step / max(1, self.total_steps))
-        keep = 1.0 if self.step >= self.total_steps else LOOKAHEAD_KEEP * t**3
+        keep = LOOKAHEAD_KEEP * t**3
         fast = _float_state(self.model, copy=False)
         slow = [self.lookahead[k] for k in fast]
         torch._foreach_lerp_(slow, list(fast.values()), 1.0 - keep)
