@@ -2,12 +2,14 @@
 for the first epoch, for later epochs and for the whole process.
 
 The same folder (``--data``: ``train/`` and ``test/`` class folders, or class folders),
-the same network (cifar-net with ``--widths``) and the same batch size, ``--runs`` times
+the same network (cifar-net with ``--widths``), the same batch size and learning-rate
+schedule (cifar-net's: batch 1024, ``triangle``), ``--runs`` times
 in turn (cnnlab, Keras, cnnlab, ...) so that whatever else the machine does hits every
 side:
 
 1. ``python -m cnnlab train --data F --model cifar-net --arg widths=[...] --epochs E
-   --batch-size B --validation-split 0 --json --quiet --out TMP`` with a *cold* cache:
+   --batch-size B --schedule triangle --validation-split 0 --json --quiet --out TMP``
+   with a *cold* cache:
    ``CNNLAB_CACHE`` is a fresh folder, so cnnlab decodes the folder first (the native
    kernels are copied in, already built, so "cold" means only that this folder was not
    decoded before);
@@ -63,6 +65,9 @@ CACHES = {
     "cnnlab-warm": "the cache the cold run filled: reads the decoded folder back",
 }
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}  # what both frameworks read
+#: cifar-net's recipe (CIFAR_TRAINING): given to both sides, so neither falls back to
+#: a default of its own.
+BATCH_SIZE, SCHEDULE = 1024, "triangle"
 
 
 def default_data() -> str | None:
@@ -133,7 +138,16 @@ def run_cnnlab(
     command += ["--model", "cifar-net", "--arg", f"widths=[{args.widths}]"]
     command += ["--image-size", str(args.image_size), "--resize", "squish"]  # Keras' resize
     command += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-    command += ["--validation-split", "0", "--seed", str(seed), "--device", "cpu"]
+    command += [
+        "--schedule",
+        SCHEDULE,
+        "--validation-split",
+        "0",
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+    ]
     if args.cnnlab_augment != "recipe":
         command += ["--augment", args.cnnlab_augment]
     if args.precision:
@@ -168,7 +182,14 @@ def run_keras(args: argparse.Namespace, data: Path, seed: int) -> dict[str, Any]
     """One run of ``benchmarks/keras/folder.py``: its JSON line and the process wall time."""
     command = [args.keras_python, str(HERE / "keras" / "folder.py"), "--data", str(data)]
     command += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-    command += ["--widths", args.widths, "--image-size", str(args.image_size)]
+    command += [
+        "--schedule",
+        SCHEDULE,
+        "--widths",
+        args.widths,
+        "--image-size",
+        str(args.image_size),
+    ]
     command += ["--seed", str(seed)]
     if args.threads:
         command += ["--threads", str(args.threads)]
@@ -236,7 +257,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per side (3)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (3)")
-    parser.add_argument("--batch-size", type=int, default=512, help="batch size (512)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"batch size, both sides (default {BATCH_SIZE}, cifar-net's)",
+    )
     parser.add_argument(
         "--widths", default="32,64,64", help="cifar-net's three widths, both sides (32,64,64)"
     )
@@ -286,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": args.runs,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
+            "schedule": SCHEDULE,
             "widths": [int(w) for w in args.widths.split(",")],
             "image_size": args.image_size,
             "cnnlab_augment": args.cnnlab_augment,

@@ -78,6 +78,9 @@ FAKE_KERAS = """\
 import json, sys
 args = sys.argv[1:]
 assert args[args.index("--widths") + 1] == "4,8,8", args
+# the recipe both sides share: the same batch and cifar-net's schedule
+assert args[args.index("--batch-size") + 1] == "4", args
+assert args[args.index("--schedule") + 1] == "triangle", args
 print("TensorFlow's chatter")
 print(json.dumps({"framework": "keras", "tf_version": "0", "keras_version": "0",
                   "epoch_seconds": [4.0, 2.0], "test_accuracy": 0.25}))
@@ -99,6 +102,7 @@ def test_a_whole_run_against_a_stand_in_for_keras(
     assert folder_epoch.main(argv) == 0
 
     result = json.loads(out.read_text())
+    assert (result["settings"]["batch_size"], result["settings"]["schedule"]) == (4, "triangle")
     assert result["settings"]["files"] == 16  # 4 per class, 2 classes, 2 splits
     assert result["settings"]["widths"] == [4, 8, 8]
     keras = result["sides"]["keras"]
@@ -115,3 +119,12 @@ def test_a_whole_run_against_a_stand_in_for_keras(
         )
     printed = capsys.readouterr().out
     assert "| cnnlab, cold cache |" in printed and "| Keras | 4.00 | 2.00 |" in printed
+
+
+def test_both_sides_default_to_cifar_nets_batch_and_schedule(folder_epoch, tmp_path: Path) -> None:
+    from cnnlab.models.photos import CIFAR_TRAINING
+
+    data = _photos(tmp_path / "photos", per_class=1)
+    args = folder_epoch.parse_args(["--data", str(data), "--keras-python", sys.executable])
+    assert args.batch_size == CIFAR_TRAINING["batch_size"] == 1024
+    assert CIFAR_TRAINING["schedule"] == folder_epoch.SCHEDULE

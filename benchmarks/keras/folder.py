@@ -3,24 +3,59 @@ loads one, timed epoch by epoch.
 
 The input pipeline is the one TensorFlow's "Load and preprocess images" tutorial
 writes: ``tf.keras.utils.image_dataset_from_directory`` with ``image_size=(32, 32)``
-and the batch size, then ``.cache().prefetch(tf.data.AUTOTUNE)``, and a
-``Rescaling(1/255)`` layer at the front of the model. So the first epoch decodes every
-JPEG (and fills the cache); later epochs read the cached tensors.
+and the batch size, then ``.cache().prefetch(tf.data.AUTOTUNE)``, and a ``Rescaling``
+layer at the front of the model. So the first epoch decodes every JPEG (and fills the
+cache); later epochs read the cached tensors.
 
-The network is cnnlab's ``cifar-net`` (``src/cnnlab/models/photos.py``) layer for layer:
-a 3×3 stem convolution, batch norm and ReLU, then three blocks of a 3×3 convolution
-without bias, 2×2 max pooling, batch norm, ReLU, a 3×3 convolution, batch norm and ReLU,
-global max pooling and a dense layer without bias (batch norm with PyTorch's momentum
-and epsilon). It trains as cifar-net's own recipe does: SGD with Nesterov momentum, a
-one-cycle learning rate (the same formula as cnnlab's ``onecycle``), weight decay as
-PyTorch's SGD applies it (an L2 term of half the decay on every weight, so the gradient
-gains ``decay × weight``), label smoothing 0.2. Keras' initial weights are its own.
-No augmentation: the tutorial's pipeline has none.
+The network is cnnlab's ``cifar-net`` (``src/cnnlab/models/photos.py``, cifar10-airbench's)
+layer for layer, with the same parameter counts:
+
+- the input scaled to 0–1 and normalised per channel (``Rescaling`` with per-channel
+  scale and offset, no weights), as cnnlab normalises photos;
+- a 2×2 ``'valid'`` whitening convolution with bias and 2·C·4 filters whose kernel is
+  not trained: before training it is set, with NumPy, to the eigenvectors of the 2×2
+  patch covariance of a seeded sample of 5,000 training images, divided by
+  sqrt(eigenvalue + 5e-4), and the same filters negated (cnnlab's
+  ``whiten_first_layer``); GELU;
+- three blocks of a 3×3 convolution without bias, 2×2 max pooling, batch norm, GELU, a
+  3×3 convolution, batch norm, GELU; the first min(in, out) filters of every 3×3
+  convolution start as the identity (Dirac), the others with Keras' own initialiser;
+- batch norm as cifar-net's: momentum 0.6 (torch's 0.4), epsilon 1e-12 (Keras 3 passes
+  it to ``tf.nn.batch_normalization`` unclamped), ``scale=False`` (cnnlab's fixed unit
+  scales);
+- global max pooling, a dense layer without bias, logits × 1/9 (a second ``Rescaling``);
+- GELU exact (``approximate=False``), as torch's ``nn.GELU()``.
+
+It trains with cifar-net's recipe (``CIFAR_TRAINING``): SGD with Nesterov momentum 0.85
+at a peak rate of 1.5, batch 1024, the ``triangle`` schedule (the formula of cnnlab's
+``lr_factor``: 0.2 → 1 linearly over the first 23% of steps, then linearly down to
+0.07), weight decay 1.33e-3 as torch's SGD applies it (an L2 term of half the decay, so
+the gradient gains ``decay × weight``), label smoothing 0.2.
+
+Left out, because Keras' stock optimizer cannot do them simply, and they cost little
+time per step:
+
+- the batch-norm shifts' own rate: cnnlab trains them at 64× the learning rate with
+  1/64 of the weight decay; here they train at the common rate, keeping the 1/64 decay
+  (one elementwise update of a few hundred numbers per step either way);
+- lookahead: cnnlab pulls the weights towards a slow copy of them every 5 steps (one
+  average of the weights, per 5 steps);
+- augmentation (crop 2, flip): the tutorial's pipeline has none, and the benchmark runs
+  cnnlab with ``--augment none`` to match.
+
+The normalisation's mean and std come from the same 5,000-image sample (cnnlab takes them
+from every training image; reading them all here would decode the folder before the
+first epoch, which the tutorial's pipeline does within it). The sample is decoded and
+resized as ``image_dataset_from_directory`` does (bilinear), before ``fit``, so it counts
+in the process time but in no epoch.
 
 ``--data`` is a folder with ``train/`` and ``test/`` (or ``val/``) sub-folders of class
 folders, or a folder of class folders (then 20% is held out as the test split, as
 cnnlab does, though not the same 20%). Runs under TensorFlow's interpreter and imports
-nothing from cnnlab. Prints one JSON line at the end (see ``common.report``).
+nothing from cnnlab. Prints one JSON line at the end (see ``common.report``): ``params``
+is the trainable count, ``params_total`` counts as torch does (the fixed whitening
+kernel and the fixed unit batch-norm scales, which Keras does not store, but not the
+running averages, which torch keeps as buffers).
 
     .tfvenv/bin/python benchmarks/keras/folder.py --data DATA/cifar10-jpeg --epochs 2
     .tfvenv/bin/python benchmarks/keras/folder.py --data FOLDER --epochs 2 --widths 32,64,64
@@ -34,10 +69,17 @@ import time
 from pathlib import Path
 
 import common  # first: its clock starts before TensorFlow is imported
+import numpy as np
 
 #: cifar-net's CIFAR_TRAINING (src/cnnlab/models/photos.py).
-LR, MOMENTUM, WEIGHT_DECAY, LABEL_SMOOTHING, BATCH = 0.2, 0.9, 5e-4, 0.2, 512
-WIDTHS, STEM, SIZE = (64, 256, 256), 32, 32
+LR, MOMENTUM, WEIGHT_DECAY, LABEL_SMOOTHING, BATCH = 1.5, 0.85, 1.33e-3, 0.2, 1024
+#: cnnlab trains the batch-norm shifts at 64× the rate and 1/64 of the decay.
+SHIFT_SCALE = 64.0
+WIDTHS, SIZE = (64, 256, 256), 32
+#: cifar-net's whitening: the sample it is computed from and the eigenvalue floor.
+WHITEN_SAMPLE, WHITEN_EPS = 5000, 5e-4
+#: cifar-net's batch norm: torch's momentum 0.4 (Keras keeps 0.6), epsilon 1e-12.
+BN_MOMENTUM, BN_EPSILON = 0.6, 1e-12
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,14 +96,13 @@ def parse_args() -> argparse.Namespace:
         help="the three blocks' channels, as cifar-net's widths "
         f"(default {','.join(map(str, WIDTHS))})",
     )
-    parser.add_argument("--stem", type=int, default=STEM, help=f"stem channels ({STEM})")
     parser.add_argument("--image-size", type=int, default=SIZE, help=f"image side ({SIZE})")
     parser.add_argument("--lr", type=float, default=LR, help=f"peak learning rate ({LR})")
     parser.add_argument(
         "--schedule",
-        choices=("onecycle", "constant"),
-        default="onecycle",
-        help="learning-rate schedule (default onecycle, cifar-net's)",
+        choices=("triangle", "constant"),
+        default="triangle",
+        help="learning-rate schedule (default triangle, cifar-net's)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity (default 0)")
@@ -69,10 +110,14 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, help="TensorFlow intra-op threads (default: TensorFlow's choice)"
     )
     args = parser.parse_args()
-    for name in ("epochs", "batch_size", "stem", "image_size", "threads"):
+    for name in ("epochs", "batch_size", "image_size", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.image_size < 9:
+        parser.error(
+            f"--image-size must be at least 9 (cifar-net's smallest), got {args.image_size}"
+        )
     try:
         args.widths = [int(w) for w in args.widths.split(",")]
     except ValueError:
@@ -85,8 +130,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def load_folder(args: argparse.Namespace):
-    """(train, test) datasets as the tutorial builds them: decoded while they are first
-    iterated, then cached; labels one-hot for label smoothing."""
+    """(train, test, class names, train file paths): the datasets as the tutorial builds
+    them, decoded while they are first iterated, then cached; labels one-hot for label
+    smoothing."""
     import tensorflow as tf
 
     root = Path(args.data)
@@ -108,74 +154,158 @@ def load_folder(args: argparse.Namespace):
         train, test = tf.keras.utils.image_dataset_from_directory(
             root, validation_split=0.2, subset="both", **options
         )
-    classes = train.class_names
-    train_files = len(train.file_paths)
     autotune = tf.data.AUTOTUNE
     return (
         train.cache().prefetch(buffer_size=autotune),
         test.cache().prefetch(buffer_size=autotune),
-        classes,
-        train_files,
+        train.class_names,
+        list(train.file_paths),
     )
 
 
-def build_model(args: argparse.Namespace, num_classes: int):
-    """cifar-net in Keras layers, with cnnlab's weight decay as L2 terms."""
+def read_sample(files: list[str], args: argparse.Namespace) -> np.ndarray:
+    """A seeded sample of at most 5,000 training images, N×H×W×3 floats 0–255, decoded and
+    resized as ``image_dataset_from_directory`` does."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(args.seed)
+    chosen = np.sort(rng.permutation(len(files))[:WHITEN_SAMPLE])
+    size = (args.image_size, args.image_size)
+    images = []
+    for i in chosen:
+        image = tf.io.decode_image(tf.io.read_file(files[i]), channels=3, expand_animations=False)
+        images.append(tf.image.resize(image, size, method="bilinear").numpy())
+    return np.stack(images).astype(np.float64)
+
+
+def channel_statistics(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of 0–255 images, scaled to 0–1 (std at least 1e-3), as
+    cnnlab's ``channel_statistics``."""
+    mean = sample.mean(axis=(0, 1, 2)) / 255.0
+    std = np.maximum(sample.std(axis=(0, 1, 2)) / 255.0, 1e-3)
+    return mean, std
+
+
+def whitening_kernel(images: np.ndarray, size: int = 2, eps: float = WHITEN_EPS) -> np.ndarray:
+    """cnnlab's ``whiten_first_layer`` in NumPy for normalised N×H×W×C images: the
+    eigenvectors of the covariance of every size×size patch (flattened channel, row,
+    column, as torch's filters), strongest first, divided by sqrt(eigenvalue + eps), then
+    the same negated; as a Keras kernel (size, size, C, 2·C·size²)."""
+    n, _, _, channels = images.shape
+    dim = channels * size * size
+    covariance = np.zeros((dim, dim))
+    count = 0
+    for start in range(0, n, 500):  # 500 images' patches at a time: a few dozen MB
+        x = np.transpose(images[start : start + 500], (0, 3, 1, 2))  # N, C, H, W
+        windows = np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(2, 3))
+        patches = np.transpose(windows, (0, 2, 3, 1, 4, 5)).reshape(-1, dim)
+        covariance += patches.T @ patches
+        count += len(patches)
+    values, vectors = np.linalg.eigh(covariance / count)  # ascending
+    values, vectors = values[::-1], vectors[:, ::-1]  # the strongest direction first
+    filters = vectors.T / np.sqrt(np.maximum(values, 0) + eps)[:, None]
+    filters = np.concatenate([filters, -filters]).reshape(-1, channels, size, size)
+    return np.transpose(filters, (2, 3, 1, 0)).astype(np.float32)  # kh, kw, cin, cout
+
+
+def dirac(layer) -> None:
+    """Make the first min(in, out) filters of a 3×3 convolution pass their input channel
+    through, as torch's ``nn.init.dirac_`` on them."""
+    kernel = layer.kernel.numpy()
+    kh, kw, cin, cout = kernel.shape
+    n = min(cin, cout)
+    kernel[..., :n] = 0.0
+    kernel[kh // 2, kw // 2, np.arange(n), np.arange(n)] = 1.0
+    layer.kernel.assign(kernel)
+
+
+def build_model(args: argparse.Namespace, num_classes: int, sample: np.ndarray):
+    """cifar-net in Keras layers, its input normalisation and whitening set from
+    ``sample`` (0–255 images), cnnlab's weight decay as L2 terms."""
     import tensorflow as tf
 
     layers = tf.keras.layers
     l2 = tf.keras.regularizers.L2(WEIGHT_DECAY / 2)  # gradient + decay × weight, as torch
+    shift_l2 = tf.keras.regularizers.L2(WEIGHT_DECAY / SHIFT_SCALE / 2)
+    mean, std = channel_statistics(sample)
+
+    def gelu() -> layers.Layer:
+        return layers.Activation(lambda x: tf.keras.activations.gelu(x, approximate=False))
 
     def conv(width: int) -> layers.Layer:
         return layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=l2)
 
     def norm() -> layers.Layer:
-        # PyTorch's BatchNorm2d: running averages keep 0.9 of the old value, eps 1e-5
         return layers.BatchNormalization(
-            momentum=0.9, epsilon=1e-5, gamma_regularizer=l2, beta_regularizer=l2
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, scale=False, beta_regularizer=shift_l2
         )
 
+    channels = 3
+    whiten = layers.Conv2D(2 * channels * 4, 2, padding="valid", bias_regularizer=l2)
     stack = [
-        tf.keras.Input(shape=(args.image_size, args.image_size, 3)),
-        layers.Rescaling(1.0 / 255),
-        conv(args.stem),
-        norm(),
-        layers.ReLU(),
+        tf.keras.Input(shape=(args.image_size, args.image_size, channels)),
+        # x / 255 normalised per channel: (x / 255 - mean) / std
+        layers.Rescaling(scale=(1 / (255 * std)).tolist(), offset=(-mean / std).tolist()),
+        whiten,
+        gelu(),
     ]
+    convs = []
     for width in args.widths:
-        stack += [conv(width), layers.MaxPool2D(2), norm(), layers.ReLU()]
-        stack += [conv(width), norm(), layers.ReLU()]
+        convs += [conv(width), conv(width)]
+        stack += [convs[-2], layers.MaxPool2D(2), norm(), gelu()]
+        stack += [convs[-1], norm(), gelu()]
     stack += [
         layers.GlobalMaxPooling2D(),
         layers.Dense(num_classes, use_bias=False, kernel_regularizer=l2),
+        layers.Rescaling(1 / 9),  # cifar-net's logit scale
     ]
-    return tf.keras.Sequential(stack, name="cifar-net")
+    model = tf.keras.Sequential(stack, name="cifar-net")
+    whiten.kernel.assign(whitening_kernel((sample / 255.0 - mean) / std))
+    whiten.kernel.trainable = False  # set from the data, not learned; its bias learns
+    for layer in convs:
+        dirac(layer)
+    return model
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(trainable, total) as torch counts cifar-net's: the total adds the fixed
+    whitening kernel and the fixed unit batch-norm scales (Keras' ``scale=False`` stores
+    none), but not the running averages (buffers in torch)."""
+    import tensorflow as tf
+
+    trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
+    norms = [
+        layer for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization)
+    ]
+    averages = {id(v) for layer in norms for v in (layer.moving_mean, layer.moving_variance)}
+    fixed = sum(int(tf.size(w)) for w in model.non_trainable_weights if id(w) not in averages)
+    scales = sum(int(layer.moving_mean.shape[0]) for layer in norms)
+    return trainable, trainable + fixed + scales
 
 
 def learning_rate(args: argparse.Namespace, total_steps: int):
-    """The peak rate, or cnnlab's one-cycle: a linear warm-up over the first 25% from
-    1/25 of the peak, then a cosine down to 1/10,000 of it."""
+    """The peak rate, or cnnlab's triangle: from 0.2 of the peak up to it linearly over
+    the first 23% of steps, then linearly down to 0.07 of it at the end."""
     import tensorflow as tf
 
     if args.schedule == "constant":
         return args.lr
 
-    class OneCycle(tf.keras.optimizers.schedules.LearningRateSchedule):
-        def __init__(self, peak: float, total: int) -> None:
-            self.peak, self.total = peak, max(1, total)
-            self.warm = max(1, int(0.25 * self.total))
+    class Triangle(tf.keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, peak_lr: float, total: int) -> None:
+            self.peak_lr, self.total = peak_lr, max(1, total)
+            self.peak = max(1, int(0.23 * self.total))
 
         def __call__(self, step):
             step = tf.cast(step, tf.float32)
-            warm = 1 / 25 + (1 - 1 / 25) * step / self.warm
-            t = tf.minimum(1.0, (step - self.warm) / max(1, self.total - self.warm))
-            down = 1e-4 + (1 - 1e-4) * 0.5 * (1 + tf.cos(math.pi * t))
-            return self.peak * tf.where(step < self.warm, warm, down)
+            up = 0.2 + 0.8 * step / self.peak
+            t = tf.minimum(1.0, (step - self.peak) / max(1, self.total - self.peak))
+            return self.peak_lr * tf.where(step < self.peak, up, 1.0 - 0.93 * t)
 
         def get_config(self) -> dict:
-            return {"peak": self.peak, "total": self.total}
+            return {"peak_lr": self.peak_lr, "total": self.total}
 
-    return OneCycle(args.lr, total_steps)
+    return Triangle(args.lr, total_steps)
 
 
 def main() -> None:
@@ -183,10 +313,12 @@ def main() -> None:
     common.setup(args.seed, args.threads)
     import tensorflow as tf
 
-    train, test, classes, train_files = load_folder(args)
-    model = build_model(args, len(classes))
-    params = sum(int(tf.size(w)) for w in model.trainable_weights)  # as torch counts them
-    steps = args.epochs * math.ceil(train_files / args.batch_size)
+    train, test, classes, files = load_folder(args)
+    model = build_model(args, len(classes), read_sample(files, args))
+    if args.verbose:
+        model.summary()
+    params, params_total = parameter_counts(model)
+    steps = args.epochs * math.ceil(len(files) / args.batch_size)
     model.compile(
         optimizer=tf.keras.optimizers.SGD(
             learning_rate=learning_rate(args, steps), momentum=MOMENTUM, nesterov=True
@@ -207,11 +339,12 @@ def main() -> None:
         batch_size=args.batch_size,
         timer=timer,
         test=test_result,
-        train_images=train_files,
+        train_images=len(files),
         fit_seconds=fit_seconds,
         extra={
+            "params_total": params_total,
+            "keras_params": model.count_params(),
             "widths": args.widths,
-            "stem": args.stem,
             "image_size": args.image_size,
             "classes": len(classes),
             "schedule": args.schedule,
