@@ -10,9 +10,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from cnnlab import TrainConfig, load_run, train_run
+from cnnlab.config import TrainConfig
+from cnnlab.data.loader import Preprocess
 from cnnlab.models import create_model, get_model_spec
 from cnnlab.models.photos import whiten_first_layer
+from cnnlab.runs import load_run, train_run
 from cnnlab.train import LambdaCallback, Trainer
 from cnnlab.train.optim import lr_factor
 from tests.conftest import write_photo_folder
@@ -76,7 +78,8 @@ def _blobs(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
 def test_lookahead_ends_on_its_slow_weights_and_learns() -> None:
     torch.manual_seed(0)
     model = create_model("cifar-net", widths=[8, 16, 16], num_classes=3)
-    t = Trainer(model, optimizer="nesterov", lr=0.2, lookahead=True, progress=False)
+    t = Trainer(model, optimizer="nesterov", lr=0.2, lookahead=True, progress=False,
+                preprocess=Preprocess((3, 12, 12), "resize"))  # fmt: skip
     t.fit(_blobs(), epochs=4, batch_size=16)
     assert t.step == 24  # a multiple of 5 and the last step both pulled
     state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
