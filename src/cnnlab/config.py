@@ -131,6 +131,12 @@ class TrainConfig:
         repeatable=True,
         default_text="the model's own",
     )
+    init_from: str | None = _option(
+        help="start from the weights of this run folder (fine-tuning): every tensor whose "
+        "shape fits is copied, so a run on other classes gives all but its last layer; "
+        "give the same --model and --arg as that run",
+        metavar="RUN",
+    )
     recipe: str | None = _option(
         help="a named recipe: model and options (see 'cnnlab recipes'); options given here win",
         metavar="NAME",

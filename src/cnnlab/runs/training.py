@@ -36,7 +36,7 @@ from cnnlab.runs.folder import (
     load_weights,
     versions,
 )
-from cnnlab.runs.loaded import build_model, model_arguments, open_run, read_config
+from cnnlab.runs.loaded import build_model, load_run, model_arguments, open_run, read_config
 from cnnlab.runs.manifest import RunFiles, remove_stale_temps
 from cnnlab.runs.manifest import write_json as commit_json
 from cnnlab.speed import status as speed_status
@@ -180,7 +180,9 @@ def _start(
     if cfg.normalize == "data" or (cfg.normalize == "auto" and not preparation.digits):
         mean, std = channel_statistics(train.images)
     preprocess = Preprocess((channels, *spec.input_size[1:]), spec.fit, mean, std)
-    if spec.data_init is not None:
+    if cfg.init_from:
+        _init_from(model, Path(cfg.init_from), progress)
+    elif spec.data_init is not None:
         spec.data_init(model, preprocess(_sample(train.images, 5000, cfg.seed)))
     trainer = Trainer.from_config(model, cfg, preprocess=preprocess, progress=progress)
     if progress:
@@ -219,6 +221,29 @@ def _start(
             digests,
         )
     return _fit_and_test(trainer, cfg, train, test, path, cfg.epochs, callbacks, digests)
+
+
+def _init_from(model: torch.nn.Module, path: Path, progress: bool) -> None:
+    """Copy into ``model`` every tensor of the run at ``path`` whose name and shape fit;
+    a run whose network does not fit at all is an error, not a silent fresh start."""
+    source = load_run(path, speed_up=False).model.state_dict()
+    target = model.state_dict()
+    fits = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    weights = [k for k, v in target.items() if v.is_floating_point()]
+    copied = [k for k in weights if k in fits]
+    if len(copied) < len(weights) / 2:
+        raise CnnlabError(
+            f"--init-from {path}: only {len(copied)} of this model's {len(weights)} weight "
+            "tensors fit that run's; give the same --model and --arg as it was trained with"
+        )
+    model.load_state_dict(fits, strict=False)
+    if progress:
+        new = [k for k in weights if k not in fits]
+        print(
+            f"starting from {path}: {len(copied)} of {len(weights)} weight tensors"
+            + (f" (new: {', '.join(new)})" if new else ""),
+            file=sys.stderr,
+        )
 
 
 def _sample(images: Any, count: int, seed: int) -> torch.Tensor:
