@@ -14,7 +14,8 @@ by side), as Keras' ``TensorBoard`` callback and PyTorch's ``SummaryWriter`` use
 - ``kernels/<layer>``: the first convolution's kernels as a grid image, every epoch.
 - ``misclassified/validation``: up to :data:`MISCLASSIFIED` wrong validation images as a
   grid, each captioned with its true and predicted class, every epoch (with a validation
-  split); ``misclassified/list`` names them all in a table.
+  split); ``misclassified/list`` (the Text tab) names them in a table, with the count of
+  all the wrong ones.
 - the model graph, traced on a copy of the model with two example images.
 - at the end (:meth:`TensorBoardLogger.finish`): ``test/accuracy`` and ``test/loss``, and
   the hyper-parameters with these final figures as metrics, written into the same folder
