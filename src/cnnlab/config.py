@@ -295,6 +295,20 @@ class TrainConfig:
         fallback="auto",
         choices=("auto", "data", "fixed"),
     )
+    tensorboard: bool = _option(
+        False,
+        help="log the run for TensorBoard: loss, accuracy and learning rate per step and per "
+        "epoch, weight and gradient histograms, the first convolution's kernels, misclassified "
+        "validation images, the model graph and the hyper-parameters with the final figures "
+        "(needs pip install 'cnnlab[tensorboard]'; view with tensorboard --logdir runs)",
+        default_text="off",
+    )
+    tensorboard_dir: str | None = _option(
+        help="log for TensorBoard (as --tensorboard) into DIR/<run folder name>, so that runs "
+        "logged to one DIR show side by side",
+        default_text="tensorboard/ inside the run folder",
+        metavar="DIR",
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -3,7 +3,8 @@
 The configuration is completed from the recipes (:func:`cnnlab.recipes.resolve_config`),
 the model built, a :class:`~cnnlab.train.Trainer` made from the configuration, and the
 folder written after every epoch (:class:`~cnnlab.runs.folder.RunFolderWriter`); at the
-end the model is tested and ``metrics.json`` written.
+end the model is tested and ``metrics.json`` written. With ``--tensorboard`` the run is
+also logged for TensorBoard (:class:`~cnnlab.train.tensorboard.TensorBoardLogger`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,6 +42,9 @@ from cnnlab.runs.manifest import RunFiles, remove_stale_temps
 from cnnlab.runs.manifest import write_json as commit_json
 from cnnlab.speed import status as speed_status
 from cnnlab.train import Callback, EarlyStopping, History, Trainer
+
+if TYPE_CHECKING:
+    from cnnlab.train.tensorboard import TensorBoardLogger
 
 
 @dataclass
@@ -123,6 +127,10 @@ def train_run(
     if config.data and config.dataset:
         raise CnnlabError("give --data (a folder of images) or --dataset, not both")
     spec, cfg = resolve_config(config)
+    _check_tensorboard(cfg)
+    if cfg.tensorboard_dir:
+        # absolute, so that a resume from elsewhere logs into the same folder
+        cfg = replace(cfg, tensorboard_dir=str(Path(cfg.tensorboard_dir).expanduser().resolve()))
     if cfg.data:
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
         train, test, dataset = folder_splits(cfg, spec, progress)
@@ -288,9 +296,52 @@ def _fit_and_test(
     extra: list[Callback] = []
     if cfg.early_stopping:
         extra.append(EarlyStopping("val_accuracy", patience=cfg.early_stopping, restore_best=False))
-    history = trainer.fit(train, callbacks=[*extra, writer, *callbacks], **fit_args)
-    train_seconds = time.perf_counter() - start + earlier_seconds
-    return _test(trainer, cfg, test, path, digests, train_seconds, history)
+    board = _tensorboard(cfg, path, train)
+    # The logger follows the folder writer: an epoch's events are written once its
+    # checkpoint is, so a resume never logs an epoch twice.
+    logged: list[Callback] = [writer] if board is None else [writer, board]
+    try:
+        history = trainer.fit(train, callbacks=[*extra, *logged, *callbacks], **fit_args)
+        train_seconds = time.perf_counter() - start + earlier_seconds
+        result = _test(trainer, cfg, test, path, digests, train_seconds, history)
+        if board is not None:
+            board.finish(result.metrics, trainer.epoch)
+    finally:
+        if board is not None:
+            board.close()
+    return result
+
+
+def _check_tensorboard(cfg: TrainConfig) -> None:
+    """With TensorBoard logging asked for, fail before anything is written if the
+    package is missing."""
+    if cfg.tensorboard or cfg.tensorboard_dir:
+        from cnnlab.train.tensorboard import require_tensorboard
+
+        require_tensorboard()
+
+
+def _tensorboard(cfg: TrainConfig, path: Path, train: Any) -> TensorBoardLogger | None:
+    """The run's :class:`~cnnlab.train.tensorboard.TensorBoardLogger`, or None when off:
+    logging into ``tensorboard/`` inside the run folder, or ``--tensorboard-dir``'s
+    sub-folder named as the run folder."""
+    if not (cfg.tensorboard or cfg.tensorboard_dir):
+        return None
+    from cnnlab.train.tensorboard import TensorBoardLogger
+
+    if cfg.tensorboard_dir:
+        log_dir = Path(cfg.tensorboard_dir) / path.resolve().name
+    else:
+        log_dir = path / "tensorboard"
+    hparams = {
+        k: v for k, v in cfg.to_dict().items() if k not in ("tensorboard", "tensorboard_dir")
+    }
+    return TensorBoardLogger(
+        log_dir,
+        example=torch.as_tensor(train.images[:2]),
+        classes=train.classes,
+        hparams=hparams,
+    )
 
 
 def _report_validation(cfg: TrainConfig, train: Any) -> None:
@@ -368,6 +419,7 @@ def _resume(
     run = open_run(files, speed_up=False)  # the trainer builds its own view
     state = load_checkpoint(files)
     cfg = run.config
+    _check_tensorboard(cfg)
     trainer = Trainer.from_config(run.model, cfg, preprocess=run.preprocess, progress=progress)
     try:
         trainer.load_state_dict(state)
@@ -428,6 +480,7 @@ def _restart(
     """Train a run that never wrote a checkpoint again from its first step, in place:
     with the same configuration and seed, the result is that of an uninterrupted run."""
     cfg, spec, _, _, dataset = read_config(files)
+    _check_tensorboard(cfg)
     train, test = _run_data(cfg, spec, dataset, data_dir, progress)
     digests = dict(files.digests)
     if more_epochs is not None:

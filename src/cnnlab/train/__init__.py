@@ -3,6 +3,7 @@
 from cnnlab.hardware import pick_device, pick_precision
 from cnnlab.train.callbacks import Callback, EarlyStopping, LambdaCallback
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from cnnlab.train.tensorboard import TensorBoardLogger
 from cnnlab.train.trainer import History, Trainer, evaluate, fit, predict
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "LambdaCallback",
+    "TensorBoardLogger",
     "Trainer",
     "evaluate",
     "fit",

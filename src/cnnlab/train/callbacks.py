@@ -7,6 +7,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
+
     from cnnlab.train.trainer import Trainer
 
 
@@ -16,11 +18,25 @@ class Callback:
     def on_train_begin(self, trainer: Trainer) -> None:
         """Called once before the first epoch."""
 
+    def on_step_end(
+        self, trainer: Trainer, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        """Called after each optimizer step (``trainer.step`` counts it, from 1) with the
+        batch's detached loss, logits and labels, still on the training device: reading
+        them (``.item()``) waits for the device, so keep them and read many at once.
+        The trainer calls this only on callbacks that override it."""
+
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
         """Called after each epoch (``epoch`` counts from 1) with its metrics."""
 
     def on_train_end(self, trainer: Trainer) -> None:
         """Called once after the last epoch."""
+
+
+def uses_step_end(callback: Callback) -> bool:
+    """Whether ``callback`` overrides :meth:`Callback.on_step_end` (the others cost nothing
+    per step)."""
+    return type(callback).on_step_end is not Callback.on_step_end
 
 
 class EarlyStopping(Callback):

@@ -30,7 +30,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.hardware import has_convolutions, pick_device, pick_precision
 from cnnlab.predict import Predictor
 from cnnlab.speed.threads import policy_for
-from cnnlab.train.callbacks import Callback
+from cnnlab.train.callbacks import Callback, uses_step_end
 from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.progress import ProgressBar
 
@@ -252,6 +252,10 @@ class Trainer:
         self.history = History()
         self.stop_training = False
         self._predictor: Predictor | None = None
+        #: The validation images and labels of the running ``fit`` (None without), and the
+        #: class each was given at the last epoch's end (on the CPU), for callbacks.
+        self.validation: tuple[Any, torch.Tensor] | None = None
+        self.val_predicted: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, model: nn.Module, config: TrainConfig, **kwargs: Any) -> Trainer:
@@ -352,14 +356,18 @@ class Trainer:
             self.total_steps = self.step + epochs * steps_per_epoch
         factor = lr_factor(self.schedule, self.total_steps)
         self.stop_training = False
+        self.validation, self.val_predicted = val, None
+        step_callbacks = [cb for cb in callbacks if uses_step_end(cb)]
         for cb in callbacks:
             cb.on_train_begin(self)
         final_epoch = self.epoch + epochs
         while self.epoch < final_epoch and not self.stop_training:
             batches.set_epoch(self.epoch)
-            logs = self._train_epoch(batches, factor, final_epoch)
+            logs = self._train_epoch(batches, factor, final_epoch, step_callbacks)
             if val is not None:
-                v = self.evaluate(val, batch_size=max(batch_size, 1000), tta=False)
+                probs = self.predict(val[0], batch_size=max(batch_size, 1000), tta=False)
+                self.val_predicted = probs.argmax(1)
+                v = _scores(probs, val[1])
                 logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
             self.epoch += 1
             logs = {"epoch": float(self.epoch), **logs}
@@ -407,7 +415,11 @@ class Trainer:
         torch._foreach_copy_(list(fast.values()), slow)
 
     def _train_epoch(
-        self, batches: TensorBatches, factor: Any, final_epoch: int
+        self,
+        batches: TensorBatches,
+        factor: Any,
+        final_epoch: int,
+        step_callbacks: Sequence[Callback] = (),
     ) -> dict[str, float]:
         self.model.train()
         steps = min(len(batches), self.total_steps - self.step)  # a last, partial epoch
@@ -425,6 +437,8 @@ class Trainer:
             self._set_lr(factor(self.step))
             loss, logits = self.train_step(xb, yb)
             metrics.add(loss, logits, yb)
+            for cb in step_callbacks:
+                cb.on_step_end(self, loss, logits, yb)
             if self.threads is not None:
                 self.threads.tick()
             if bar.due(i):  # a terminal redraw, at most ~10 a second
@@ -478,11 +492,7 @@ class Trainer:
     ) -> dict[str, float]:
         """Mean cross-entropy ``loss`` and ``accuracy`` (a fraction) on ``x``."""
         images, labels = split_data(x)
-        probs = self.predict(images, batch_size, tta)
-        return {
-            "loss": F.nll_loss(probs.clamp_min(1e-12).log(), labels).item(),
-            "accuracy": (probs.argmax(1) == labels).float().mean().item(),
-        }
+        return _scores(self.predict(images, batch_size, tta), labels)
 
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -561,6 +571,14 @@ class Trainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.history = History([dict(r) for r in state["history"]])
+
+
+def _scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean cross-entropy ``loss`` and ``accuracy`` of class probabilities."""
+    return {
+        "loss": F.nll_loss(probs.clamp_min(1e-12).log(), labels).item(),
+        "accuracy": (probs.argmax(1) == labels).float().mean().item(),
+    }
 
 
 #: Lookahead's period in steps and its strongest pull (cifar10-airbench's: 0.95 per step).
