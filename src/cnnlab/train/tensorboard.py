@@ -247,7 +247,9 @@ class TensorBoardLogger(Callback):
             print(f"cnnlab: tensorboard: no model graph, tracing failed: {text}", file=sys.stderr)
 
     def _add_kernels(self, model: nn.Module, epoch: int) -> None:
-        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        from cnnlab.viz.features import conv_layers
+
+        convs = conv_layers(model)
         if not convs:
             return
         name, conv = convs[0]
@@ -307,18 +309,13 @@ def kernel_grid(weight: torch.Tensor) -> np.ndarray:
     for three input channels, grey tiles (one per output and input channel, at most
     :data:`KERNELS`) otherwise; each tile scaled on its own from its smallest weight
     (black) to its largest (white)."""
-    from cnnlab.viz.features import rgb_kernels
+    from cnnlab.viz.features import rgb_kernels, scale_each
 
     w = weight.detach().float().cpu()
     if w.shape[1] == 3:
         tiles = rgb_kernels(w)
     else:
-        flat = w.reshape(-1, *w.shape[2:])[:KERNELS]
-        lo = flat.amin(dim=(1, 2), keepdim=True)
-        span = flat.amax(dim=(1, 2), keepdim=True) - lo
-        tiles = torch.where(
-            span > 0, (flat - lo) / span.clamp_min(1e-12), torch.full_like(flat, 0.5)
-        ).numpy()
+        tiles = scale_each(w.reshape(-1, *w.shape[2:])[:KERNELS]).numpy()
     pictures = np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8)
     return image_grid(pictures, tile=max(24, min(64, 8 * max(w.shape[2:]))))
 

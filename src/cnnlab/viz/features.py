@@ -74,10 +74,16 @@ def rgb_kernels(weight: torch.Tensor) -> np.ndarray:
     w = weight.detach().float().cpu()
     if w.ndim != 4 or w.shape[1] != 3:
         raise ValueError(f"expected Cout×3×kh×kw kernels, got shape {tuple(w.shape)}")
-    lo = w.amin(dim=(1, 2, 3), keepdim=True)
-    span = w.amax(dim=(1, 2, 3), keepdim=True) - lo
-    rgb = torch.where(span > 0, (w - lo) / span.clamp_min(1e-12), torch.full_like(w, 0.5))
-    return rgb.permute(0, 2, 3, 1).numpy()
+    return scale_each(w).permute(0, 2, 3, 1).numpy()
+
+
+def scale_each(w: torch.Tensor) -> torch.Tensor:
+    """Each of ``w``'s first-dimension entries scaled on its own to [0, 1]: its smallest
+    value becomes 0 and its largest 1; a flat one becomes 0.5 (mid-grey)."""
+    dims = tuple(range(1, w.ndim))
+    lo = w.amin(dim=dims, keepdim=True)
+    span = w.amax(dim=dims, keepdim=True) - lo
+    return torch.where(span > 0, (w - lo) / span.clamp_min(1e-12), torch.full_like(w, 0.5))
 
 
 def kernel_grid_figure(
