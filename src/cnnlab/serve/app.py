@@ -17,6 +17,8 @@ Routes:
 * ``GET /api/model`` – the model: name, classes, how pictures are prepared and the input
   shape, layers with output shapes, parameters, the summary table, test accuracy, and
   the request limits.
+* ``GET /explore`` and ``/api/explore…`` – the explorable page: every layer, any unit's
+  arithmetic, the softmax, saliency and a convolution lesson (:mod:`.explore`).
 * ``GET /api/health`` and the OpenAPI document at ``/openapi.json``.
 
 Every refused request gets a 4xx JSON answer ``{"detail": "..."}`` (:mod:`.inputs`); the
@@ -38,6 +40,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.runs import Run, load_run
+from cnnlab.serve.explore import add_explore_routes
 from cnnlab.serve.inputs import ApiError, Limits, parse_json_image, read_image_body
 from cnnlab.serve.middleware import Guard
 from cnnlab.serve.schemas import ERRORS, PredictResponse, predict_openapi
@@ -146,6 +149,11 @@ def _add_routes(
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    async def run_work(fn: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, limiter=work_slots)
+
+    add_explore_routes(app, service, STATIC_DIR, run_work, admission)
 
     @app.get("/api/health", summary="Liveness check")
     async def health() -> dict[str, str]:
