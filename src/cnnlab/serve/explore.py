@@ -60,7 +60,8 @@ def lesson_kernels() -> list[dict[str, Any]]:
             continue
         out.append(
             {
-                "name": k.name,
+                "name": name,
+                "label": k.name,
                 "matrix": [[round(float(v), 5) for v in row] for row in k.matrix],
                 "description": k.description,
                 "display": k.display,

@@ -708,6 +708,7 @@
     $("unit").hidden = false;
     $("unit").dataset.kind = d.kind;
     $("unit").dataset.layer = String(d.id);
+    $("unit").dataset.unit = d.unit.join(",");
     const where = d.unit.length === 3 ? `map ${d.unit[0]} at row ${d.unit[1]}, column ${d.unit[2]}` : `unit ${d.unit[0]}`;
     const cls = d.id === info.layers.length - 1 && layer.shape[0] === info.classes.length ? ` (class “${info.classes[d.unit[0]]}”)` : "";
     $("unit-title").textContent = `${d.type} · layer ${d.name} · ${where}${cls}`;
@@ -871,7 +872,7 @@
   function buildLesson() {
     const sel = $("lesson-kernel");
     for (const k of info.kernels) {
-      const o = el("option", "", k.name);
+      const o = el("option", "", k.label);
       o.value = k.name;
       sel.append(o);
     }
