@@ -289,10 +289,10 @@
 
   // ---------- the overview ----------
   function tileSize(h) {
-    if (h <= 8) return 24;
-    if (h <= 16) return 30;
-    if (h <= 32) return 36;
-    return 56;
+    if (h <= 8) return 22;
+    if (h <= 16) return 26;
+    if (h <= 32) return 30;
+    return 48;
   }
 
   function buildOverview() {
@@ -373,7 +373,7 @@
       } else {
         const n = Math.min(layer.shape[0], 4096);
         const cv2 = el("canvas", "bars");
-        cv2.width = Math.min(256, Math.max(64, n * 2));
+        cv2.width = Math.min(256, Math.max(64, n * 2)); // drawn at 110 px (CSS)
         cv2.height = 120;
         cv2.title = `${n} units: click one`;
         cv2.addEventListener("click", (ev) => {
@@ -680,6 +680,13 @@
     body.dataset.unitSettled = "1";
   }
 
+  // "a + b − c" for a list of numbers
+  function signedSum(values) {
+    return values
+      .map((v, i) => (i === 0 ? sig(v) : v < 0 ? `− ${sig(-v)}` : `+ ${sig(v)}`))
+      .join(" ");
+  }
+
   function numberGrid(grid, mark) {
     const t = el("table", "grid-nums");
     grid.forEach((row, y) => {
@@ -758,7 +765,7 @@
         t.append(tr);
       }
       parts.append(el("p", "small", `the ${d.terms.length} largest of ${d.in_features} terms w·x:`), t);
-      lines.push(`Σ w·x = ${d.terms.map((t2) => sig(t2.wx)).join(" + ")}`);
+      lines.push(`Σ w·x = ${signedSum(d.terms.map((t2) => t2.wx))}`);
       lines.push(`        + the other ${d.others_count} terms (${sig(d.others_sum)}) = ${sig(d.sum)}`);
       lines.push(`+ b = ${sig(d.bias)}`);
     } else if (d.kind === "bn") {
