@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     where = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"cnnlab serve: {run.spec.name} from {run.path} at http://{where}:{args.port}/ "
-        f"(API: /api/predict, /api/model, /openapi.json; Ctrl+C stops)",
+        f"(every layer explained: /explore; API: /api/predict, /api/model, /openapi.json; Ctrl+C stops)",
         file=sys.stderr,
     )
     if hosts is not None:

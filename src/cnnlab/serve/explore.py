@@ -121,9 +121,12 @@ class Explorer:
                 t = time.perf_counter()
                 black = np.zeros_like(image)
                 baseline = self.run.predictor.inputs(torch.from_numpy(black)[None]).contiguous()
-                values, about = saliency_map(
-                    saliency, self.run.model, x, int(output["top"]), baseline
-                )
+                try:
+                    values, about = saliency_map(
+                        saliency, self.run.model, x, int(output["top"]), baseline
+                    )
+                except ValueError as exc:  # e.g. Grad-CAM of a model without convolutions
+                    raise ApiError(422, str(exc)) from None
                 data, lo, hi = quantise(values[None])
                 sal = {**about, "data": data, "lo": lo[0], "hi": hi[0]}
                 timing["saliency"] = (time.perf_counter() - t) * 1000
