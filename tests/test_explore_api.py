@@ -290,3 +290,21 @@ def test_body_size_limit(digits_run: Path) -> None:
     with TestClient(create_app(digits_run, limits=Limits(max_body_bytes=1000))) as c:
         r = c.post("/api/explore", content=json.dumps(_stroke()), headers=JSON)
         assert r.status_code == 413
+
+
+def test_random_unit_queries_never_fail_the_server(client) -> None:  # noqa: ANN001
+    """Any mix of ids, channels and positions, in range or not, numbers or not: 200 or
+    422, never a 500, and the server keeps answering."""
+    rng = np.random.default_rng(7)
+    body = json.dumps({"image": _stroke()})
+    choices = ["0", "1", "3", "9", "10", "27", "-1", "1e3", "x", "", "99999999999"]
+    statuses = set()
+    for _ in range(60):
+        query = "&".join(
+            f"{key}={rng.choice(choices)}" for key in ("layer", "c", "y", "x") if rng.random() < 0.9
+        )
+        r = client.post(f"/api/explore/unit?{query}", content=body, headers=JSON)
+        statuses.add(r.status_code)
+        assert r.status_code in (200, 422), (query, r.text)
+        assert isinstance(r.json(), dict)
+    assert statuses == {200, 422}

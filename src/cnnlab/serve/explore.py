@@ -44,7 +44,7 @@ from cnnlab.serve.explain import (
 )
 from cnnlab.serve.inputs import ApiError, parse_json_image, read_image_body
 from cnnlab.serve.saliency import saliency_map
-from cnnlab.serve.schemas import ERRORS
+from cnnlab.serve.schemas import ERRORS, ExploreResponse, UnitResponse, predict_openapi
 from cnnlab.serve.service import ModelService, sample_image
 
 __all__ = ["Explorer", "add_explore_routes", "lesson_kernels"]
@@ -181,7 +181,9 @@ def add_explore_routes(
         description="The bodies `POST /api/predict` takes; answers the prepared image, "
         "each layer's output (maps as base64 uint8 levels with each channel's range, "
         "vectors as numbers), the output layer explained and an optional saliency map.",
+        response_model=ExploreResponse,
         responses=ERRORS,
+        openapi_extra=predict_openapi(shape),
     )
     async def explore(
         request: Request,
@@ -212,7 +214,9 @@ def add_explore_routes(
         description="The body is the prepared image as JSON (as `POST /api/predict` takes "
         "it); `layer` is a layer id from `GET /api/explore/model`, `c` the channel (or "
         "the unit of a dense layer), `y` and `x` the position in the map.",
+        response_model=UnitResponse,
         responses=ERRORS,
+        openapi_extra=predict_openapi(shape),
     )
     async def explore_unit(
         request: Request,

@@ -110,3 +110,44 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (422, "JSON of the wrong shape or range, or a bad query parameter"),
     )
 }
+
+
+class ExploreLayer(BaseModel):
+    """One layer's output in ``POST /api/explore``'s answer."""
+
+    id: int = Field(description="the layer's id in GET /api/explore/model")
+    maps: str | None = Field(
+        None,
+        description="map stacks: base64 of C×H×W uint8 levels, each channel scaled "
+        "between its lo and hi",
+    )
+    lo: list[float] | None = None
+    hi: list[float] | None = None
+    values: list[float] | None = Field(None, description="vectors: the values themselves")
+    flatten: bool | None = Field(None, description="a Flatten: the maps before it")
+
+
+class ExploreResponse(BaseModel):
+    """What ``POST /api/explore`` answers."""
+
+    blank: bool
+    prediction: str
+    image: dict[str, Any] = Field(description="the prepared image: shape and base64 bytes")
+    picture: dict[str, Any] = Field(description="what the page draws, in model-input pixels")
+    layers: list[ExploreLayer]
+    output: dict[str, Any] = Field(description="logits, softmax and why the top class won")
+    saliency: dict[str, Any] | None = None
+    timing_ms: dict[str, float]
+
+
+class UnitResponse(BaseModel, extra="allow"):
+    """What ``POST /api/explore/unit`` answers; the other fields depend on ``kind``."""
+
+    id: int
+    name: str
+    type: str
+    kind: str = Field(description="conv, pool, act, bn, dense or other")
+    unit: list[int]
+    value: float = Field(description="the unit's output as the layer computed it")
+    receptive_field: list[int] = Field(description="[top, left, bottom, right], inclusive")
+    z: float | None = Field(None, description="the unit's value as the arithmetic gives it")
