@@ -608,7 +608,7 @@
       );
       const t = el("table", "terms");
       const hr = el("tr");
-      for (const hname of ["input", "x", `w_${a}`, `w_${b}`, "(w_a − w_b)·x"]) hr.append(el("th", "", hname));
+      for (const hname of ["input", "x", `w_${a}`, `w_${b}`, `(w_${a} − w_${b})·x`]) hr.append(el("th", "", hname));
       t.append(hr);
       for (const term of w.terms) {
         const tr = el("tr");
