@@ -308,3 +308,22 @@ def test_random_unit_queries_never_fail_the_server(client) -> None:  # noqa: ANN
         assert r.status_code in (200, 422), (query, r.text)
         assert isinstance(r.json(), dict)
     assert statuses == {200, 422}
+
+
+def test_picture_is_drawn_in_the_model_input_pixels() -> None:
+    """Receptive fields are in the model's input pixels: a digit padded to 32×32 for
+    LeNet-5 is shown padded; an image the model sees as is is shown as is."""
+    from cnnlab.serve.explain import picture
+
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, 4:24, 13:15] = 255
+    same_shape, same = picture(image, torch.from_numpy(image / 255.0).float()[None])
+    assert same_shape == [1, 28, 28]
+    assert base64.b64decode(same) == image.tobytes()
+    padded = torch.nn.functional.pad(torch.from_numpy(image / 255.0).float() * 2 - 1, (2, 2, 2, 2))
+    shape, data = picture(image, padded[None])
+    pixels = np.frombuffer(base64.b64decode(data), np.uint8).reshape(shape)
+    assert shape == [1, 32, 32]
+    # ink at 1, paper at −1, the zero border mid-grey, over the whole range
+    assert pixels[0, 6, 15] == 255 and pixels[0, 6, 4] == 0
+    assert pixels[0, 0, 0] in (127, 128)
