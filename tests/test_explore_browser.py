@@ -350,3 +350,53 @@ def test_colour_run_with_an_uploaded_photo(
     redrawn(page, 2)
     assert page.locator("body").get_attribute("data-saliency") == "gradcam"
     next(gen, None)
+
+
+# ---------------------------------------------------------------- batch norm and residuals
+
+
+@pytest.fixture(scope="module")
+def resnet_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """``resnet-mini`` (batch norm, residual blocks) trained a few steps on ``digits``."""
+    if chromium_path() is None:
+        pytest.skip("no Chromium at /usr/bin/chromium")
+    from cnnlab.config import TrainConfig
+    from cnnlab.runs import train_run
+    from cnnlab.serve.app import create_app
+    from cnnlab.serve.server import background_server
+
+    out = tmp_path_factory.mktemp("explore-resnet") / "run"
+    config = TrainConfig(model="resnet-mini", dataset="digits", steps=4, batch_size=16)
+    train_run(config, out, progress=False)
+    with background_server(create_app(out)) as url:
+        yield url, out
+
+
+def test_batch_norm_unit_of_a_residual_network(
+    browser: Any,  # noqa: F811
+    resnet_url: tuple[str, Path],
+) -> None:
+    url, run_path = resnet_url
+    gen = open_explore(browser, url)
+    page = next(gen)
+    stroke(page, ONE)
+    redrawn(page, 1)
+    kinds = page.locator(".col[data-layer]").evaluate_all("(cs) => cs.map((c) => c.dataset.type)")
+    assert kinds[:3] == ["Conv2d", "BatchNorm2d", "ReLU"] and "Identity" in kinds
+    shown = click_unit(page, ".col[data-layer='1'] canvas.tile >> nth=3")
+    _, _, calls = model_inputs(run_path, page)
+    bn = calls[1].module
+    assert isinstance(bn, nn.BatchNorm2d)
+    c, y, x = shown["unit"]
+    value = float(calls[1].input[0, c, y, x])
+    mean, var = float(bn.running_mean[c]), float(bn.running_var[c])
+    z = (value - mean) / (var + bn.eps) ** 0.5 * float(bn.weight[c]) + float(bn.bias[c])
+    assert shown["kind"] == "bn" and shown["z"] == pytest.approx(z, rel=1e-4, abs=1e-5)
+    assert "(x − μ) / √(σ² + ε) · γ + β" in shown["math"]
+    # a unit of the last block's second convolution sees most of the input
+    names = page.locator(".col[data-layer] .col-head b").all_inner_texts()
+    last = names.index("5.conv2")
+    wide = click_unit(page, f".col[data-layer='{last}'] canvas.tile >> nth=0")
+    top, left, bottom, right = wide["rf"]
+    assert bottom - top >= 14 and right - left >= 14
+    next(gen, None)
