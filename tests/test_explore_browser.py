@@ -390,7 +390,8 @@ def test_batch_norm_unit_of_a_residual_network(
     c, y, x = shown["unit"]
     value = float(calls[1].input[0, c, y, x])
     mean, var = float(bn.running_mean[c]), float(bn.running_var[c])
-    z = (value - mean) / (var + bn.eps) ** 0.5 * float(bn.weight[c]) + float(bn.bias[c])
+    gamma, beta = float(bn.weight.detach()[c]), float(bn.bias.detach()[c])
+    z = (value - mean) / (var + bn.eps) ** 0.5 * gamma + beta
     assert shown["kind"] == "bn" and shown["z"] == pytest.approx(z, rel=1e-4, abs=1e-5)
     assert "(x − μ) / √(σ² + ε) · γ + β" in shown["math"]
     # a unit of the last block's second convolution sees most of the input
