@@ -55,6 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="train on this dataset if --dataset cannot be found or downloaded",
     )
     add_threads(p)
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train with N processes on this machine, data-parallel, as 'torchrun "
+        "--nproc-per-node N -m cnnlab train ...' does (gloo on CPUs; NCCL and one GPU each "
+        "on CUDA); --batch-size stays the global batch (default 1)",
+    )
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue training this run folder")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -220,6 +229,31 @@ def _length(metrics: dict, steps: int | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab import distributed
+
+    if args.nproc > 1 and not distributed.env_context().active:
+        from cnnlab.launch import launch
+
+        return launch(args.nproc, args.argv, args.resume or args.out)
+    ctx = distributed.start(args.device)
+    try:
+        return _train(args)
+    except CnnlabError:
+        if ctx.is_writer:
+            raise
+        return 2  # rank 0 says it: the ranks share the same error
+    except (RuntimeError, OSError) as exc:
+        if not ctx.active:
+            raise
+        # a peer died: its collective fails here (or times out); one line, not a traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CnnlabError(f"rank {ctx.rank} lost the other processes ({first})") from None
+    finally:
+        distributed.stop()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cnnlab import distributed
     from cnnlab.runs import train_run
 
     set_threads(args)
@@ -247,6 +281,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     m = result.metrics
+    if not distributed.current().is_writer:
+        return 0
     if args.json:
         print(json.dumps({"run": str(result.path), **m}))
     else:
