@@ -120,9 +120,7 @@ def start(device: str = "auto") -> Context:
             )
         torch.cuda.set_device(ctx.local_rank)
     timeout = float(os.environ.get("CNNLAB_DIST_TIMEOUT", DEFAULT_TIMEOUT))
-    dist.init_process_group(
-        backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout)
-    )
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
     _current = ctx
     return ctx
 
@@ -245,6 +243,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Normalise ``input`` (N, C, ...) by the global batch's statistics in training."""
+        if torch.fx._symbolic_trace.is_fx_tracing():
+            # the speed layer traces models; a collective cannot be traced: run as it is
+            raise RuntimeError("GlobalBatchNorm is not traceable")
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(input)
         from torch.distributed.nn.functional import all_reduce

@@ -19,6 +19,9 @@ from collections.abc import Sequence
 
 from cnnlab.speed.threads import usable_cores
 
+#: Set in the workers this launcher starts: they leave the report of a lost peer to it.
+LAUNCHED_ENV = "CNNLAB_LAUNCHED"
+
 
 def without_nproc(argv: Sequence[str]) -> list[str]:
     """``argv`` without ``--nproc N`` / ``--nproc=N`` (the workers are single ranks)."""
@@ -39,14 +42,27 @@ def launch(nproc: int, argv: Sequence[str], run: str | None = None) -> int:
     status: 0, 2 when every failed worker stopped on a reported error (rank 0 printed
     it), else 1 after one line naming the rank that failed first. ``run``: the run
     folder, for the hint on how to continue it."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     # The agent's own logging repeats what the one line below says, in forty lines.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     # world size × threads ≤ cores: each worker starts with its share (as torchrun does,
     # which sets 1); --threads auto then chooses within that share
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), LAUNCHED_ENV: None}
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // nproc)))
+    os.environ[LAUNCHED_ENV] = "1"
+    try:
+        return _launch(nproc, argv, run)
+    finally:  # the workers inherited these; this process goes on as it was
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _launch(nproc: int, argv: Sequence[str], run: str | None) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

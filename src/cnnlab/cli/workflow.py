@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -230,10 +232,9 @@ def _length(metrics: dict, steps: int | None) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab import distributed
+    from cnnlab.launch import LAUNCHED_ENV, launch
 
     if args.nproc > 1 and not distributed.env_context().active:
-        from cnnlab.launch import launch
-
         return launch(args.nproc, args.argv, args.resume or args.out)
     ctx = distributed.start(args.device)
     try:
@@ -245,11 +246,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as exc:
         if not ctx.active:
             raise
-        # a peer died: its collective fails here (or times out); one line, not a traceback
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CnnlabError(f"rank {ctx.rank} lost the other processes ({first})") from None
+        # a peer died: its collective fails here (or times out); one line, not a traceback,
+        # and none under --nproc, whose launcher names the rank that died
+        if os.environ.get(LAUNCHED_ENV):
+            return 1
+        raise CnnlabError(f"rank {ctx.rank} lost the other processes ({_gist(exc)})") from None
     finally:
         distributed.stop()
+
+
+def _gist(exc: BaseException) -> str:
+    """The first line of ``exc``'s message without the source location gloo puts first."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]
 
 
 def _train(args: argparse.Namespace) -> int:
