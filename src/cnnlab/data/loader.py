@@ -13,12 +13,16 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab.data.mapped import MappedImages, gather_rows, is_mapped
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.distributed import Shard
 
 
 @dataclass(frozen=True)
@@ -260,7 +264,7 @@ class TensorBatches:
 
         shard = shard_epoch(order, self.batch_size, self.rank, self.world_size)
         self.weights = shard.weights
-        _record_rows(shard.rows, self.rank, self.epoch)
+        _record_rows(shard, self.rank, self.epoch)
         mapped = is_mapped(self.images)
         start = 0
         for size in shard.sizes:
@@ -279,14 +283,21 @@ class TensorBatches:
         return x
 
 
-def _record_rows(rows: torch.Tensor, rank: int, epoch: int) -> None:
+def _record_rows(shard: Shard, rank: int, epoch: int) -> None:
     """With ``CNNLAB_RECORD_ROWS=DIR``, write the rows this rank trains on in ``epoch``
-    to ``DIR/rank<R>-epoch<E>.txt``: a check that the ranks' shards are disjoint and
-    cover the data (the tests read it); nothing is written without the variable."""
+    (not the weight-0 stand-ins) to ``DIR/rank<R>-epoch<E>.txt``: a check that the
+    ranks' shards are disjoint and cover the data (the tests read it); nothing is
+    written without the variable."""
     folder = os.environ.get("CNNLAB_RECORD_ROWS")
-    if folder:
-        path = Path(folder) / f"rank{rank}-epoch{epoch}.txt"
-        path.write_text(" ".join(str(v) for v in rows.tolist()) + "\n")
+    if not folder:
+        return
+    rows = [
+        part.tolist()
+        for part, weight in zip(shard.rows.split(shard.sizes), shard.weights, strict=True)
+        if weight
+    ]
+    path = Path(folder) / f"rank{rank}-epoch{epoch}.txt"
+    path.write_text(" ".join(str(v) for part in rows for v in part) + "\n")
 
 
 #: How much model input (float32 bytes) :class:`TensorBatches` prepares in one go.

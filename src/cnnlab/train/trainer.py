@@ -484,7 +484,9 @@ class Trainer:
                 break
             self._set_lr(factor(self.step))
             weight = batches.weights[i - 1]
-            loss, logits = self.train_step(xb, yb, weight)
+            # (subclasses that override train_step(x, y) keep working in one process)
+            step = (xb, yb) if weight == 1.0 else (xb, yb, weight)
+            loss, logits = self.train_step(*step)
             if weight:  # a zero weight: a stand-in row, not this rank's image
                 metrics.add(loss, logits, yb)
             for cb in step_callbacks:
