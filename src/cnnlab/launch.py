@@ -21,6 +21,8 @@ from cnnlab.speed.threads import usable_cores
 
 #: Set in the workers this launcher starts: they leave the report of a lost peer to it.
 LAUNCHED_ENV = "CNNLAB_LAUNCHED"
+#: The exit status of a worker whose collective failed because another one went away.
+LOST_PEER_EXIT = 3
 
 
 def without_nproc(argv: Sequence[str]) -> list[str]:
@@ -39,8 +41,8 @@ def without_nproc(argv: Sequence[str]) -> list[str]:
 
 def launch(nproc: int, argv: Sequence[str], run: str | None = None) -> int:
     """Run ``cnnlab`` with ``argv`` (minus ``--nproc``) in ``nproc`` processes; the exit
-    status: 0, 2 when every failed worker stopped on a reported error (rank 0 printed
-    it), else 1 after one line naming the rank that failed first. ``run``: the run
+    status: 0, 2 when the first worker to fail stopped on a reported error (rank 0
+    printed it), else 1 after one line naming the rank that failed first. ``run``: the run
     folder, for the hint on how to continue it."""
     # The agent's own logging repeats what the one line below says, in forty lines.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
@@ -77,10 +79,14 @@ def _launch(nproc: int, argv: Sequence[str], run: str | None) -> int:
     try:
         elastic_launch(config, sys.executable)(*args)
     except ChildFailedError as exc:
-        failures = exc.failures.values()
-        if failures and all(f.exitcode == 2 for f in failures):
-            return 2  # a CnnlabError, already printed by rank 0
-        rank, first = exc.get_first_failure()
+        # a rank that lost its peers fails at once too; the one that caused it comes first
+        failures = sorted(
+            exc.failures.items(),
+            key=lambda item: (item[1].exitcode == LOST_PEER_EXIT, item[1].timestamp),
+        )
+        rank, first = failures[0]
+        if first.exitcode == 2:
+            return 2  # a reported error (a CnnlabError), already printed by rank 0
         if first.exitcode < 0:
             how = f"was killed by {first.signal_name()}"
         else:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -232,27 +233,35 @@ def _length(metrics: dict, steps: int | None) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab import distributed
-    from cnnlab.launch import LAUNCHED_ENV, launch
+    from cnnlab.launch import LAUNCHED_ENV, LOST_PEER_EXIT, launch
 
     if args.nproc > 1 and not distributed.env_context().active:
         return launch(args.nproc, args.argv, args.resume or args.out)
     ctx = distributed.start(args.device)
     try:
-        return _train(args)
+        code = _train(args)
     except CnnlabError:
+        distributed.stop()
         if ctx.is_writer:
             raise
         return 2  # rank 0 says it: the ranks share the same error
     except (RuntimeError, OSError) as exc:
         if not ctx.active:
             raise
-        # a peer died: its collective fails here (or times out); one line, not a traceback,
-        # and none under --nproc, whose launcher names the rank that died
-        if os.environ.get(LAUNCHED_ENV):
-            return 1
-        raise CnnlabError(f"rank {ctx.rank} lost the other processes ({_gist(exc)})") from None
-    finally:
-        distributed.stop()
+        # A peer died: its collective fails here (or times out). One line, not a
+        # traceback, and none under --nproc, whose launcher names the rank that died.
+        if not os.environ.get(LAUNCHED_ENV):
+            print(
+                f"cnnlab train: error: rank {ctx.rank} lost the other processes ({_gist(exc)})",
+                file=sys.stderr,
+            )
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # a broken process group aborts in its destructors ("terminate called ..."):
+        # leave without running them
+        os._exit(LOST_PEER_EXIT)
+    distributed.stop()
+    return code
 
 
 def _gist(exc: BaseException) -> str:
