@@ -144,7 +144,7 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_two_processes_train_as_one_with_the_same_global_batch(
-    pictures: Path, tmp_path: Path
+    pictures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     single, double, rows = tmp_path / "one", tmp_path / "two", tmp_path / "rows"
     rows.mkdir()
@@ -191,8 +191,12 @@ def test_two_processes_train_as_one_with_the_same_global_batch(
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-3, abs=1e-5), key
     # resuming with another number of processes: one line, exit status 2
+    capsys.readouterr()
     code = main(["train", "--resume", str(double), "--epochs", "1", "--quiet"])
     assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "written by 2 process(es); resume with the same number (--nproc 2), not 1" in err
 
 
 def _rank_pid(marker: str, rank: int) -> int | None:

@@ -229,6 +229,30 @@ def shard_epoch(order: torch.Tensor, batch_size: int, rank: int, world_size: int
     return Shard(torch.cat(rows) if rows else empty, sizes, weights)
 
 
+def _symbolic_tracing() -> bool:
+    """Whether ``torch.fx`` is tracing (the speed layer traces models to rewrite them)."""
+    fx = torch.fx._symbolic_trace
+    probe = getattr(fx, "is_fx_symbolic_tracing", None) or fx.is_fx_tracing
+    return bool(probe())
+
+
+class _AllSum(torch.autograd.Function):
+    """The sum of a tensor over every rank, differentiable: each rank's gradient is the
+    sum of every rank's gradient of the result (every rank used the same sum)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total
+
+
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the global batch: the sums and
     sums of squares of every rank, added by a differentiable all-reduce, so gradients
@@ -243,19 +267,17 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Normalise ``input`` (N, C, ...) by the global batch's statistics in training."""
-        if torch.fx._symbolic_trace.is_fx_tracing():
+        if _symbolic_tracing():
             # the speed layer traces models; a collective cannot be traced: run as it is
             raise RuntimeError("GlobalBatchNorm is not traceable")
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         self._check_input_dim(input)
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
         x = input.float()
         count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
-        stats = all_reduce(torch.cat([x.sum(dims), x.square().sum(dims), count]))
+        stats = _AllSum.apply(torch.cat([x.sum(dims), x.square().sum(dims), count]))
         total = stats[-1]
         mean = stats[:channels] / total
         var = (stats[channels : 2 * channels] / total - mean.square()).clamp_min(0)
