@@ -6,14 +6,16 @@ subprocess:
 
 - 1 process: ``--threads 2`` (the CPU's two cores in one process);
 - 2 processes: ``--nproc 2 --threads 1`` (one core each: world size × threads ≤ cores);
+- 1 process, ``--threads 1``: a reference (on a busy machine two threads in one process
+  can be several times slower than one);
 - 1 GPU (only where CUDA is available): ``--device cuda``.
 
 The figure is the global batch's images over the training steps' own time (the
 ``seconds`` of the run's ``history.json``: steps only, no start-up, validation or test).
-The 1- and 2-process runs alternate (1, 2, 1, 2, …) so that whatever else the machine is
+The settings alternate (1, 2, 1 thread, 1, 2, …) so that whatever else the machine is
 doing hits both; the median over ``--runs`` is reported with every run's figure.
 
-    python benchmarks/scaling.py                       # about 2 minutes on 2 cores
+    python benchmarks/scaling.py                       # about 1-2 minutes on 2 idle cores
     python benchmarks/scaling.py --runs 5 --steps 400 --model vgg-bn
 """
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="seed000-cnn")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-dir", default=os.environ.get("CNNLAB_DATA"))
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=64, help="the global batch")
     p.add_argument("--runs", type=int, default=3, help="runs of each setting, alternating")
     p.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<date>/)")
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     settings: dict[str, list[str]] = {
         "1 process, 2 threads": ["--device", "cpu", "--threads", "2"],
         "2 processes, 1 thread each": ["--device", "cpu", "--nproc", "2", "--threads", "1"],
+        # the reference for a busy machine, where two threads in one process wait on
+        # each other (see the thread policy's section of docs/benchmarks.md)
+        "1 process, 1 thread": ["--device", "cpu", "--threads", "1"],
     }
     import torch
 
@@ -98,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
-            for name, extra in settings.items():
-                out = Path(tmp) / f"{run}-{len(result['settings'][name])}-{name[0]}{name[2]}"
+            for number, (name, extra) in enumerate(settings.items()):
+                out = Path(tmp) / f"run{run}-setting{number}"
                 figure = train_once(args, extra, out, env)
                 result["settings"][name].append(figure)
                 shown = figure.get("images_per_second", figure.get("error"))
