@@ -177,10 +177,10 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 def _collective_device(device: torch.device | str) -> torch.device:
-    # NCCL carries only GPU tensors; gloo carries CPU ones
+    # NCCL carries only GPU tensors; gloo (here) CPU ones
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu") if torch.device(device).type != "cpu" else torch.device(device)
+    return torch.device("cpu")
 
 
 def rows_of_rank(n: int, ctx: Context | None = None) -> torch.Tensor:

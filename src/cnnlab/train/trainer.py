@@ -544,8 +544,9 @@ class Trainer:
     ) -> dict[str, float]:
         """Mean cross-entropy ``loss`` and ``accuracy`` (a fraction) on ``x``.
 
-        In a data-parallel job each rank predicts its own contiguous share and the sums
-        are added over ranks: every image counts once (:attr:`evaluated` says how many)."""
+        In a data-parallel job every rank calls it (a collective): each predicts its own
+        contiguous share and the sums are added over ranks, so every image counts once
+        (:attr:`evaluated` says how many)."""
         images, labels = split_data(x)
         scores, _ = self._score(images, labels, batch_size, tta)
         return scores
