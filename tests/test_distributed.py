@@ -270,3 +270,33 @@ def test_a_killed_rank_ends_the_job_in_one_line_and_resume_finishes_it(
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == done + 1 and metrics["world_size"] == 2
     assert metrics["test_samples"] == 9
+
+
+@pytest.mark.slow
+def test_an_augmented_two_process_run_resumes_each_ranks_draws(
+    pictures: Path, tmp_path: Path
+) -> None:
+    # the checkpoint keeps both ranks' random states: 1 epoch and 1 more after a resume
+    # are the 2 epochs of one job, bit for bit (a constant schedule: the plan is the same)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    extra = ["--augment", "photos", "--schedule", "constant", "--nproc", "2"]
+
+    def job(*argv: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "cnnlab", *argv],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    job(*_train_args(pictures, straight, 2, model="seed000-cnn"), *extra)
+    job(*_train_args(pictures, resumed, 1, model="seed000-cnn"), *extra)
+    state = torch.load(resumed / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["rank_rng"]) == 2
+    assert not torch.equal(state["rank_rng"][0]["torch"], state["rank_rng"][1]["torch"])
+    job("train", "--resume", str(resumed), "--epochs", "1", "--nproc", "2", "--quiet")
+    a = load_file(straight / "weights.safetensors")
+    b = load_file(resumed / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
