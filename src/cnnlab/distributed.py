@@ -153,9 +153,13 @@ def writer_first() -> Iterator[None]:
     ctx = current()
     if ctx.active and not ctx.is_writer:
         barrier()
-    yield
-    if ctx.active and ctx.is_writer:
-        barrier()
+    try:
+        yield
+    finally:
+        # also when the body failed: the others then meet the same error themselves
+        # (a missing folder, say) instead of waiting for rank 0 until the timeout
+        if ctx.active and ctx.is_writer:
+            barrier()
 
 
 def all_sum(values: list[float], device: torch.device | str = "cpu") -> list[float]:

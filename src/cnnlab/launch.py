@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -79,10 +80,12 @@ def _launch(nproc: int, argv: Sequence[str], run: str | None) -> int:
     try:
         elastic_launch(config, sys.executable)(*args)
     except ChildFailedError as exc:
-        # a rank that lost its peers fails at once too; the one that caused it comes first
+        # A rank that lost its peers fails at once too, and the agent stops the rest with
+        # SIGTERM: the one that caused it comes first.
+        followers = (LOST_PEER_EXIT, -signal.SIGTERM)
         failures = sorted(
             exc.failures.items(),
-            key=lambda item: (item[1].exitcode == LOST_PEER_EXIT, item[1].timestamp),
+            key=lambda item: (item[1].exitcode in followers, item[1].timestamp),
         )
         rank, first = failures[0]
         if first.exitcode == 2:

@@ -134,6 +134,7 @@ def train_run(
         raise CnnlabError("give --data (a folder of images) or --dataset, not both")
     spec, cfg = resolve_config(config)
     _check_tensorboard(cfg)
+    _check_batch(cfg)
     if cfg.tensorboard_dir:
         # absolute, so that a resume from elsewhere logs into the same folder
         cfg = replace(cfg, tensorboard_dir=str(Path(cfg.tensorboard_dir).expanduser().resolve()))
@@ -149,6 +150,16 @@ def train_run(
         raise CnnlabError(f"{path} already holds a run; choose another --out or --resume it")
     distributed.barrier()  # every rank has looked before rank 0 writes
     return _start(spec, cfg, train, test, dataset, path, callbacks, progress, digests=None)
+
+
+def _check_batch(cfg: TrainConfig) -> None:
+    """Before anything is read or written: the global batch must split evenly."""
+    world = distributed.current().world_size
+    if cfg.batch_size and cfg.batch_size % world:
+        raise CnnlabError(
+            f"--batch-size {cfg.batch_size} does not divide among {world} processes; "
+            f"give a multiple of {world}"
+        )
 
 
 def _shared_run_dir(model: str) -> Path:
