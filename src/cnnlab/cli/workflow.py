@@ -264,6 +264,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
+def _processes(metrics: dict) -> str:
+    """`` in 2 processes`` for a data-parallel run, else nothing."""
+    world = metrics.get("world_size", 1)
+    return f" in {world} processes" if isinstance(world, int) and world > 1 else ""
+
+
 def _gist(exc: BaseException) -> str:
     """The first line of ``exc``'s message without the source location gloo puts first."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -308,7 +314,8 @@ def _train(args: argparse.Namespace) -> int:
         print(
             f"test accuracy {100 * m['test_accuracy']:.2f}%{tta}  test loss "
             f"{m['test_loss']:.4f}  ({m['dataset']}, {m['test_samples']:,} test images; "
-            f"{_length(m, result.config.steps)}, {m['train_seconds']:.1f} s on {m['device']}, "
+            f"{_length(m, result.config.steps)}, {m['train_seconds']:.1f} s on {m['device']}"
+            f"{_processes(m)}, "
             f"{m.get('precision', 'fp32')})"
         )
         print(f"run folder: {result.path}")
