@@ -18,6 +18,9 @@ What each piece does, and why:
 
 A single process (no ``WORLD_SIZE``, or 1) gets :data:`SINGLE`: every helper is then a
 no-op, so the one-process path is unchanged.
+
+The CUDA path (NCCL, one GPU per local rank, ``nn.SyncBatchNorm``) is kept to a few lines
+and has not been run on GPUs: none was available where the rest was tested.
 """
 
 from __future__ import annotations
@@ -119,7 +122,13 @@ def start(device: str = "auto") -> Context:
                 f"{torch.cuda.device_count()}; start at most that many processes per node"
             )
         torch.cuda.set_device(ctx.local_rank)
-    timeout = float(os.environ.get("CNNLAB_DIST_TIMEOUT", DEFAULT_TIMEOUT))
+    text = os.environ.get("CNNLAB_DIST_TIMEOUT", "")
+    try:
+        timeout = float(text) if text else DEFAULT_TIMEOUT
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:
+        raise CnnlabError(f"CNNLAB_DIST_TIMEOUT={text!r} is not a positive number of seconds")
     dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
     _current = ctx
     return ctx
@@ -134,8 +143,9 @@ def stop() -> None:
 
 
 def device_for(device: torch.device) -> torch.device:
-    """``device`` made exact for this rank: plain ``cuda`` becomes this rank's GPU."""
-    if device.type == "cuda" and device.index is None and current().active:
+    """``device`` made exact for this rank: in a data-parallel job, CUDA is the GPU of
+    this rank's ``LOCAL_RANK`` (chosen by :func:`start`), whatever index was given."""
+    if device.type == "cuda" and current().active:
         return torch.device("cuda", torch.cuda.current_device())
     return device
 

@@ -237,7 +237,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc > 1 and not distributed.env_context().active:
         return launch(args.nproc, args.argv, args.resume or args.out)
-    ctx = distributed.start(args.device)
+    try:
+        ctx = distributed.start(args.device)
+    except CnnlabError:
+        if distributed.env_context().is_writer:
+            raise
+        return 2  # rank 0 says it
     try:
         code = _train(args)
     except CnnlabError:
