@@ -26,7 +26,7 @@ from cnnlab.train import Trainer
 from cnnlab.train.trainer import trainer_options
 
 #: `cnnlab train` flags that are about the run, not the training configuration.
-RUN_FLAGS = {"data_dir", "fallback_dataset", "threads", "out", "resume", "quiet", "json"}
+RUN_FLAGS = {"data_dir", "fallback_dataset", "threads", "out", "resume", "quiet", "json", "nproc"}
 #: A valid command-line value for each dict option (other kinds are derived).
 DICT_EXAMPLES = {"model_args": "width=48", "augment": "rotate=10"}
 

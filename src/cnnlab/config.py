@@ -181,7 +181,12 @@ class TrainConfig:
         check=at_least(1),
         default_text="recipe, else none: epochs count",
     )
-    batch_size: int | None = _option(help="batch size", fallback=64, check=at_least(1))
+    batch_size: int | None = _option(
+        help="batch size: the global batch; with several processes (--nproc, torchrun) each "
+        "takes an equal share of every batch, so it must divide by their number",
+        fallback=64,
+        check=at_least(1),
+    )
     optimizer: str | None = _option(help="optimizer", fallback="adam", choices=OPTIMIZERS)
     lr: float | None = _option(
         help="learning rate",
@@ -275,6 +280,12 @@ class TrainConfig:
         help="run the model through torch.compile (pays off on GPUs; slower on the CPUs measured)",
         fallback=False,
         default_text="recipe, else off",
+    )
+    sync_bn: bool | None = _option(
+        help="with several processes, batch norm normalises by the statistics of the global "
+        "batch (SyncBatchNorm), as one process would; off: each process by its own share",
+        fallback=True,
+        default_text="on",
     )
     seed: int = _option(0, help="random seed: same seed, same weights")
     device: str = _option(

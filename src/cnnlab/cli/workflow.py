@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="train on this dataset if --dataset cannot be found or downloaded",
     )
     add_threads(p)
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train with N processes on this machine, data-parallel, as 'torchrun "
+        "--nproc-per-node N -m cnnlab train ...' does (gloo on CPUs; NCCL and one GPU each "
+        "on CUDA); --batch-size stays the global batch (default 1)",
+    )
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue training this run folder")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -220,6 +232,57 @@ def _length(metrics: dict, steps: int | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab import distributed
+    from cnnlab.launch import LAUNCHED_ENV, LOST_PEER_EXIT, launch
+
+    if args.nproc > 1 and not distributed.env_context().active:
+        return launch(args.nproc, args.argv, args.resume or args.out)
+    try:
+        ctx = distributed.start(args.device)
+    except CnnlabError:
+        if distributed.env_context().is_writer:
+            raise
+        return 2  # rank 0 says it
+    try:
+        code = _train(args)
+    except CnnlabError:
+        distributed.stop()
+        if ctx.is_writer:
+            raise
+        return 2  # rank 0 says it: the ranks share the same error
+    except (RuntimeError, OSError) as exc:
+        if not ctx.active:
+            raise
+        # A peer died: its collective fails here (or times out). One line, not a
+        # traceback, and none under --nproc, whose launcher names the rank that died.
+        if not os.environ.get(LAUNCHED_ENV):
+            print(
+                f"cnnlab train: error: rank {ctx.rank} lost the other processes ({_gist(exc)})",
+                file=sys.stderr,
+            )
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # a broken process group aborts in its destructors ("terminate called ..."):
+        # leave without running them
+        os._exit(LOST_PEER_EXIT)
+    distributed.stop()
+    return code
+
+
+def _processes(metrics: dict) -> str:
+    """`` in 2 processes`` for a data-parallel run, else nothing."""
+    world = metrics.get("world_size", 1)
+    return f" in {world} processes" if isinstance(world, int) and world > 1 else ""
+
+
+def _gist(exc: BaseException) -> str:
+    """The first line of ``exc``'s message without the source location gloo puts first."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cnnlab import distributed
     from cnnlab.runs import train_run
 
     set_threads(args)
@@ -247,6 +310,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     m = result.metrics
+    if not distributed.current().is_writer:
+        return 0
     if args.json:
         print(json.dumps({"run": str(result.path), **m}))
     else:
@@ -254,7 +319,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(
             f"test accuracy {100 * m['test_accuracy']:.2f}%{tta}  test loss "
             f"{m['test_loss']:.4f}  ({m['dataset']}, {m['test_samples']:,} test images; "
-            f"{_length(m, result.config.steps)}, {m['train_seconds']:.1f} s on {m['device']}, "
+            f"{_length(m, result.config.steps)}, {m['train_seconds']:.1f} s on {m['device']}"
+            f"{_processes(m)}, "
             f"{m.get('precision', 'fp32')})"
         )
         print(f"run folder: {result.path}")

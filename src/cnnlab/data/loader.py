@@ -9,14 +9,20 @@ a time, so that a small network's step does not wait on a dozen tiny operations.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab.data.mapped import MappedImages, gather_rows, is_mapped
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.distributed import Shard
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,10 @@ class TensorBatches:
     device as they are needed. ``augment`` is
     applied to each batch after scaling (see :meth:`Preprocess.__call__`);
     ``channels_last`` hands the model NHWC-strided batches, faster for convolutions.
+
+    With ``world_size`` > 1 (data-parallel training) this rank yields only its share of
+    each global batch of ``batch_size`` (:func:`cnnlab.distributed.shard_epoch`), and
+    :attr:`weights` holds each step's loss weight once an epoch's iteration has begun.
     """
 
     def __init__(
@@ -175,6 +185,8 @@ class TensorBatches:
         device: torch.device | str = "cpu",
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise CnnlabError(f"batch size must be at least 1, not {batch_size}")
@@ -189,6 +201,9 @@ class TensorBatches:
         self.seed = seed
         self.augment = augment
         self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
+        #: The loss weight of each step of the epoch being iterated (all 1 for one process).
+        self.weights: list[float] = []
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -210,8 +225,12 @@ class TensorBatches:
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(n, generator=gen)
-            if not mapped:  # a file is indexed on the host
-                order = order.to(self.device)
+        if self.world_size > 1:
+            yield from self._shard(torch.arange(n) if order is None else order)
+            return
+        self.weights = [1.0] * len(self)
+        if order is not None and not mapped:  # a file is indexed on the host
+            order = order.to(self.device)
         # Without augmentation, whole runs of batches are prepared at once (about
         # CHUNK_BYTES of model input each): the same values, a fraction of the calls.
         # Augmentation draws its randomness per batch, so it keeps batch-sized calls.
@@ -239,11 +258,46 @@ class TensorBatches:
             else:
                 yield self._prepare(xs), ys
 
+    def _shard(self, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of the epoch whose rows come in ``order``."""
+        from cnnlab.distributed import shard_epoch
+
+        shard = shard_epoch(order, self.batch_size, self.rank, self.world_size)
+        self.weights = shard.weights
+        _record_rows(shard, self.rank, self.epoch)
+        mapped = is_mapped(self.images)
+        start = 0
+        for size in shard.sizes:
+            idx = shard.rows[start : start + size]
+            start += size
+            if mapped:
+                xs = gather_rows(self.images, idx).to(self.device)
+            else:
+                xs = self.images[idx.to(self.device)]
+            yield self._prepare(xs), self.labels[idx.to(self.device)]
+
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images, self.augment)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+def _record_rows(shard: Shard, rank: int, epoch: int) -> None:
+    """With ``CNNLAB_RECORD_ROWS=DIR``, write the rows this rank trains on in ``epoch``
+    (not the weight-0 stand-ins) to ``DIR/rank<R>-epoch<E>.txt``: a check that the
+    ranks' shards are disjoint and cover the data (the tests read it); nothing is
+    written without the variable."""
+    folder = os.environ.get("CNNLAB_RECORD_ROWS")
+    if not folder:
+        return
+    rows = [
+        part.tolist()
+        for part, weight in zip(shard.rows.split(shard.sizes), shard.weights, strict=True)
+        if weight
+    ]
+    path = Path(folder) / f"rank{rank}-epoch{epoch}.txt"
+    path.write_text(" ".join(str(v) for part in rows for v in part) + "\n")
 
 
 #: How much model input (float32 bytes) :class:`TensorBatches` prepares in one go.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cnnlab import distributed
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import Preprocess, channel_statistics
 from cnnlab.data.preparation import ImagePreparation
@@ -121,26 +122,49 @@ def train_run(
     With ``resume``, ``config`` is ignored: the run folder's own config, weights and
     checkpoint are loaded and training continues for ``more_epochs`` (default: the
     epochs the run had left) in the same folder.
+
+    In a data-parallel job (:mod:`cnnlab.distributed`) every rank calls this; rank 0
+    alone prints, writes the folder and its checkpoints, and the others wait for it
+    where they would read what it writes.
     """
+    progress = progress and distributed.current().is_writer
     if resume is not None:
         return _resume(Path(resume), data_dir, more_epochs, callbacks, progress)
     if config.data and config.dataset:
         raise CnnlabError("give --data (a folder of images) or --dataset, not both")
     spec, cfg = resolve_config(config)
     _check_tensorboard(cfg)
+    _check_batch(cfg)
     if cfg.tensorboard_dir:
         # absolute, so that a resume from elsewhere logs into the same folder
         cfg = replace(cfg, tensorboard_dir=str(Path(cfg.tensorboard_dir).expanduser().resolve()))
-    if cfg.data:
-        cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
-        train, test, dataset = folder_splits(cfg, spec, progress)
-    else:
-        train, test, dataset = _load_data(cfg.dataset, data_dir, fallback_dataset)
+    with distributed.writer_first():  # one rank decodes, caches or downloads
+        if cfg.data:
+            cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+            train, test, dataset = folder_splits(cfg, spec, progress)
+        else:
+            train, test, dataset = _load_data(cfg.dataset, data_dir, fallback_dataset)
     cfg = replace(cfg, dataset=dataset)
-    path = Path(out) if out is not None else default_run_dir(cfg.model)
+    path = Path(out) if out is not None else _shared_run_dir(cfg.model)
     if (path / CONFIG).exists():
         raise CnnlabError(f"{path} already holds a run; choose another --out or --resume it")
+    distributed.barrier()  # every rank has looked before rank 0 writes
     return _start(spec, cfg, train, test, dataset, path, callbacks, progress, digests=None)
+
+
+def _check_batch(cfg: TrainConfig) -> None:
+    """Before anything is read or written: the global batch must split evenly."""
+    world = distributed.current().world_size
+    if cfg.batch_size and cfg.batch_size % world:
+        raise CnnlabError(
+            f"--batch-size {cfg.batch_size} does not divide among {world} processes; "
+            f"give a multiple of {world}"
+        )
+
+
+def _shared_run_dir(model: str) -> Path:
+    """The default run folder, named by rank 0 (the ranks' clocks may straddle a second)."""
+    return Path(distributed.gather_objects(str(default_run_dir(model)))[0])
 
 
 def _with_data_channels(
@@ -203,8 +227,12 @@ def _start(
             f"{cfg.optimizer}, on {trainer.device}; run folder {path}",
             file=sys.stderr,
         )
-    path.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path, RUN_FILES)
+    writer = distributed.current().is_writer
+    if writer:
+        path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path, RUN_FILES)
+    if digests is None and not writer:
+        digests = {}
     if digests is None:
         digests = {}
         commit_json(
@@ -224,6 +252,7 @@ def _start(
                 "images": preparation.to_dict(),
                 "versions": versions(),
                 "device": str(trainer.device),
+                "world_size": distributed.current().world_size,
                 "created": datetime.now().isoformat(timespec="seconds"),
             },
             digests,
@@ -292,14 +321,17 @@ def _fit_and_test(
         fit_args["epochs"] = epochs
     else:
         fit_args["steps"] = cfg.steps
-    writer = RunFolderWriter(path, digests, str(cfg.select))
     extra: list[Callback] = []
     if cfg.early_stopping:
         extra.append(EarlyStopping("val_accuracy", patience=cfg.early_stopping, restore_best=False))
-    board = _tensorboard(cfg, path, train)
-    # The logger follows the folder writer: an epoch's events are written once its
-    # checkpoint is, so a resume never logs an epoch twice.
-    logged: list[Callback] = [writer] if board is None else [writer, board]
+    board = None
+    logged: list[Callback] = []
+    if distributed.current().is_writer:
+        board = _tensorboard(cfg, path, train)
+        # The logger follows the folder writer: an epoch's events are written once its
+        # checkpoint is, so a resume never logs an epoch twice.
+        logged = [RunFolderWriter(path, digests, str(cfg.select))]
+        logged += [] if board is None else [board]
     try:
         history = trainer.fit(train, callbacks=[*extra, *logged, *callbacks], **fit_args)
         train_seconds = time.perf_counter() - start + earlier_seconds
@@ -373,13 +405,15 @@ def _test(
     history: History,
 ) -> RunResult:
     """Test the trained model and write ``metrics.json``: the end of every run."""
+    ctx = distributed.current()
     if cfg.select == "best":
+        distributed.barrier()  # rank 0 has written the best epoch's weights
         load_weights(trainer.eval_model, RunFiles(path))
     test_metrics = trainer.evaluate(test, tta=bool(cfg.tta))
     metrics: dict[str, Any] = {
         "test_accuracy": test_metrics["accuracy"],
         "test_loss": test_metrics["loss"],
-        "test_samples": len(test),
+        "test_samples": trainer.evaluated,  # counted over every rank: each image once
         "dataset": cfg.dataset,
         "epochs": trainer.epoch,
         "steps": trainer.step,
@@ -389,12 +423,14 @@ def _test(
         "native_kernels": speed_status() if trainer.device.type == "cpu" else None,
         "tta": bool(cfg.tta),
         "weights": "best" if cfg.select == "best" else "last",
+        "world_size": ctx.world_size,
     }
     if cfg.tta:
         plain = trainer.evaluate(test, tta=False)
         metrics["test_accuracy_no_tta"] = plain["accuracy"]
         metrics["test_loss_no_tta"] = plain["loss"]
-    commit_json(path, METRICS, metrics, digests)
+    if ctx.is_writer:
+        commit_json(path, METRICS, metrics, digests)
     return RunResult(path, trainer, metrics, history, cfg.dataset, cfg)
 
 
@@ -438,23 +474,29 @@ def _resume(
     # run was stopped between its last checkpoint and its test
     tested = (run.metrics.get("epochs"), run.metrics.get("steps")) == (trainer.epoch, trainer.step)
     if trained and tested:
-        remove_stale_temps(path, RUN_FILES)  # the folder checked out: its leftovers can go
+        if distributed.current().is_writer:  # the folder checked out: its leftovers can go
+            remove_stale_temps(path, RUN_FILES)
         length = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epochs"
         raise CnnlabError(
             f"{path} has finished its {length}; give --epochs N to train N more epochs"
         )
-    train, test = _run_data(cfg, run.spec, run.dataset, data_dir, progress)
+    with distributed.writer_first():
+        train, test = _run_data(cfg, run.spec, run.dataset, data_dir, progress)
     # metrics.json of the earlier session, or (if it was interrupted) its epochs' own times
     earlier = run.metrics.get("train_seconds")
     if not isinstance(earlier, int | float):
         earlier = sum(float(row.get("seconds", 0.0)) for row in run.history)
-    # nothing has been written up to here
-    remove_stale_temps(path, RUN_FILES)
+    # nothing has been written up to here; every rank has read the folder
+    distributed.barrier()
+    writer = distributed.current().is_writer
+    if writer:
+        remove_stale_temps(path, RUN_FILES)
     digests = dict(files.digests)
     if trained:
-        commit_json(path, HISTORY, trainer.history.epochs, digests)
+        if writer:
+            commit_json(path, HISTORY, trainer.history.epochs, digests)
         return _test(trainer, cfg, test, path, digests, float(earlier), trainer.history)
-    if more_epochs is not None:
+    if more_epochs is not None and writer:
         meta = files.read_json(CONFIG)
         meta["train"]["epochs"] = trainer.epoch + more_epochs
         meta.setdefault("resumed", []).append(
@@ -481,11 +523,14 @@ def _restart(
     with the same configuration and seed, the result is that of an uninterrupted run."""
     cfg, spec, _, _, dataset = read_config(files)
     _check_tensorboard(cfg)
-    train, test = _run_data(cfg, spec, dataset, data_dir, progress)
+    with distributed.writer_first():
+        train, test = _run_data(cfg, spec, dataset, data_dir, progress)
     digests = dict(files.digests)
     if more_epochs is not None:
         meta = files.read_json(CONFIG)
         meta["train"].update(epochs=more_epochs, steps=None)
         cfg = replace(cfg, epochs=more_epochs, steps=None)
-        commit_json(files.folder, CONFIG, meta, digests)
+        distributed.barrier()  # every rank has read config.json
+        if distributed.current().is_writer:
+            commit_json(files.folder, CONFIG, meta, digests)
     return _start(spec, cfg, train, test, dataset, files.folder, callbacks, progress, digests)

@@ -15,6 +15,11 @@ most 16 s) it tries the other counts, so that a machine that became idle is noti
 too. A trial costs a few steps at the slower setting (one, when it is twice as slow),
 and holds are long enough to keep that under 5% of the time.
 
+Several processes on one machine (data-parallel training, ``torchrun --nproc-per-node
+N``) share its cores: each one's candidates are drawn from its share,
+``cores // LOCAL_WORLD_SIZE`` (:func:`process_cores`), so world size × threads stays
+within the cores (2 processes on 2 cores: one thread each, no trials).
+
 Thread counts change floating-point summation order: two runs that chose different
 counts give weights that differ in rounding. Fixed ``--threads N`` gives bit-identical
 runs and resumes; ``--threads auto`` (the command line's default) gives speed.
@@ -29,7 +34,14 @@ from collections import deque
 
 import torch
 
-__all__ = ["ThreadPolicy", "candidate_threads", "policy_for", "set_threads", "usable_cores"]
+__all__ = [
+    "ThreadPolicy",
+    "candidate_threads",
+    "policy_for",
+    "process_cores",
+    "set_threads",
+    "usable_cores",
+]
 
 _auto = False
 
@@ -40,6 +52,8 @@ def set_threads(threads: int | str) -> None:
     global _auto
     if threads == "auto":
         _auto = True
+        # start within this process's share of the cores (several processes may share them)
+        torch.set_num_threads(min(torch.get_num_threads(), process_cores()))
         return
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be 'auto' or a positive count, not {threads!r}")
@@ -60,9 +74,21 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def process_cores() -> int:
+    """This process's share of the usable cores: all of them, or, when ``torchrun`` (or
+    ``cnnlab train --nproc``) started ``LOCAL_WORLD_SIZE`` processes on this machine,
+    an equal share of them (at least 1)."""
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, usable_cores() // local)
+
+
 def candidate_threads(cores: int | None = None) -> list[int]:
-    """The counts a trial compares: every core, half of them, and one."""
-    n = usable_cores() if cores is None else cores
+    """The counts a trial compares: every core of this process's share
+    (:func:`process_cores`), half of them, and one."""
+    n = process_cores() if cores is None else cores
     return sorted({n, max(1, n // 2), 1}, reverse=True)
 
 

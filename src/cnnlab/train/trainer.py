@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab import speed
+from cnnlab import distributed, speed
 from cnnlab.config import DEFAULTS, TrainConfig, check_option
 from cnnlab.data.augment import Augment
 from cnnlab.data.loader import Preprocess, TensorBatches
@@ -133,15 +133,24 @@ class _EpochMetrics:
         self.counts.append(n)
         self.seen += n
 
-    def result(self) -> dict[str, float]:
-        """``loss`` and ``accuracy`` over the batches recorded so far."""
+    def result(self, every_rank: bool = False) -> dict[str, float]:
+        """``loss`` and ``accuracy`` over the batches recorded so far; with
+        ``every_rank``, over those of every rank of a data-parallel job (a collective:
+        every rank must call it)."""
         seen = self.seen
-        if not seen:
+        if not seen and not every_rank:
             return {"loss": 0.0, "accuracy": 0.0}
         counts = torch.tensor(self.counts, dtype=torch.float32, device=self.losses.device)
-        loss = (self.losses[: len(self.counts)] * counts).sum() / seen
-        hits = (self.predicted[:seen] == torch.cat(self.labels)).sum()
-        return {"loss": loss.item(), "accuracy": hits.item() / seen}
+        loss_sum = (self.losses[: len(self.counts)] * counts).sum()
+        hits = (self.predicted[:seen] == torch.cat(self.labels)).sum() if seen else 0
+        if every_rank:
+            loss_total, hits_total, seen = distributed.all_sum(
+                [float(loss_sum), float(hits), float(seen)], self.losses.device
+            )
+            if not seen:
+                return {"loss": 0.0, "accuracy": 0.0}
+            return {"loss": loss_total / seen, "accuracy": hits_total / seen}
+        return {"loss": (loss_sum / seen).item(), "accuracy": float(hits) / seen}
 
 
 class Trainer:
@@ -177,6 +186,13 @@ class Trainer:
             0.999). Evaluation and prediction then use the averaged weights.
         tta: average predictions over shifted copies of each image (see
             :func:`~cnnlab.predict.shifted_views`) in ``evaluate`` and ``predict``.
+        sync_bn: in a data-parallel job (:mod:`cnnlab.distributed`), batch norm by the
+            global batch's statistics.
+
+    Started by ``torchrun`` (after :func:`cnnlab.distributed.start`), the trainer is one
+    rank of a data-parallel job: the model is wrapped in ``DistributedDataParallel``,
+    ``fit`` trains on this rank's share of each global batch of ``batch_size``, and
+    evaluation and the epoch figures count every rank's images once.
     """
 
     def __init__(
@@ -204,26 +220,36 @@ class Trainer:
         lookahead: bool = DEFAULTS.lookahead,  # type: ignore[assignment]
         bias_lr_scale: float = DEFAULTS.bias_lr_scale,  # type: ignore[assignment]
         tta: bool = DEFAULTS.tta,  # type: ignore[assignment]
+        sync_bn: bool = DEFAULTS.sync_bn,  # type: ignore[assignment]
     ) -> None:
         for name, value in (("labels", labels), ("label_smoothing", label_smoothing),
                             ("schedule", schedule), ("ema", ema),
                             ("bias_lr_scale", bias_lr_scale)):  # fmt: skip
             check_option(name, value)
-        self.device = pick_device(device)
+        self.dist = distributed.current()
+        self.device = distributed.device_for(pick_device(device))
         if self.device.type == "cpu":
             speed.tune_cpu_allocator()
         # None unless this process runs "auto" threads (cnnlab.speed.threads.set_threads)
         self.threads = policy_for(self.device)
         self.precision = pick_precision(precision, self.device)
         self.channels_last = has_convolutions(model) if channels_last is None else channels_last
+        if self.dist.active and sync_bn and distributed.has_batch_norm(model):
+            model = distributed.global_batch_norm(model, cuda=self.device.type == "cuda")
         self.model = model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.speed_up = speed_up
         self.fast_model = speed.speed_up(self.model) if speed_up else self.model
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.fast_model
+        if self.dist.active:
+            # broadcasts rank 0's weights now, and averages the gradients in backward
+            self.forward = nn.parallel.DistributedDataParallel(
+                self.fast_model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
         if compile:
-            self.forward = torch.compile(self.model)
+            self.forward = torch.compile(self.forward if self.dist.active else self.model)
         self.augment = Augment.from_dict(augment) if isinstance(augment, dict) else augment
         if isinstance(self.augment, Augment) and not self.augment.active:
             self.augment = None
@@ -245,7 +271,9 @@ class Trainer:
         self.schedule = schedule
         self.labels = labels
         self.label_smoothing = label_smoothing
-        self.progress = progress
+        self.progress = progress and self.dist.is_writer  # one process prints
+        #: Every rank's RNG states at the last epoch's end (data-parallel jobs only).
+        self.rank_rng: list[dict[str, torch.Tensor]] | None = None
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.total_steps = 0
@@ -256,6 +284,8 @@ class Trainer:
         #: class each was given at the last epoch's end (on the CPU), for callbacks.
         self.validation: tuple[Any, torch.Tensor] | None = None
         self.val_predicted: torch.Tensor | None = None
+        #: How many images the last evaluation counted (over every rank).
+        self.evaluated = 0
 
     @classmethod
     def from_config(cls, model: nn.Module, config: TrainConfig, **kwargs: Any) -> Trainer:
@@ -337,6 +367,15 @@ class Trainer:
             # from a file: index views, nothing read until the batches are
             val = (subset_rows(images, held), labels[held])
             images, labels = subset_rows(images, keep), labels[keep]
+        world = self.dist.world_size
+        if batch_size % world:
+            raise CnnlabError(
+                f"--batch-size {batch_size} does not divide among {world} processes; "
+                f"give a multiple of {world}"
+            )
+        if self.dist.active and self.step == 0 and self.rank_rng is None:
+            # each rank draws its own augmentations, reproducibly from the seed
+            torch.manual_seed(seed * 1_000_003 + self.dist.rank)
         batches = TensorBatches(
             images,
             labels,
@@ -347,6 +386,8 @@ class Trainer:
             device=self.device,
             augment=self.augment,
             channels_last=self.channels_last,
+            rank=self.dist.rank,
+            world_size=world,
         )
         steps_per_epoch = len(batches)
         if steps:
@@ -365,10 +406,12 @@ class Trainer:
             batches.set_epoch(self.epoch)
             logs = self._train_epoch(batches, factor, final_epoch, step_callbacks)
             if val is not None:
-                probs = self.predict(val[0], batch_size=max(batch_size, 1000), tta=False)
-                self.val_predicted = probs.argmax(1)
-                v = _scores(probs, val[1])
+                v, self.val_predicted = self._score(
+                    val[0], val[1], max(batch_size, 1000), tta=False
+                )
                 logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            if self.dist.active:
+                self.rank_rng = distributed.gather_objects(self._rng_state())
             self.epoch += 1
             logs = {"epoch": float(self.epoch), **logs}
             self.history.append(logs)
@@ -381,15 +424,20 @@ class Trainer:
             cb.on_train_end(self)
         return self.history
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a prepared batch; returns the (detached) loss and logits."""
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a prepared batch; returns the (detached) loss and logits.
+
+        ``weight`` scales the loss that is differentiated (a data-parallel rank's share
+        of the global batch, see :func:`cnnlab.distributed.shard_epoch`)."""
         with self.autocast():
             logits = self.forward(x)
             loss = self._loss(logits.float(), y)
         for group in self.optimizer.param_groups:  # zero_grad(set_to_none=True), lean
             for p in group["params"]:
                 p.grad = None
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
         self.optimizer.step()
         self.step += 1
         if self.ema_model is not None:
@@ -435,8 +483,12 @@ class Trainer:
             if self.total_steps and self.step >= self.total_steps:
                 break
             self._set_lr(factor(self.step))
-            loss, logits = self.train_step(xb, yb)
-            metrics.add(loss, logits, yb)
+            weight = batches.weights[i - 1]
+            # (subclasses that override train_step(x, y) keep working in one process)
+            step = (xb, yb) if weight == 1.0 else (xb, yb, weight)
+            loss, logits = self.train_step(*step)
+            if weight:  # a zero weight: a stand-in row, not this rank's image
+                metrics.add(loss, logits, yb)
             for cb in step_callbacks:
                 cb.on_step_end(self, loss, logits, yb)
             if self.threads is not None:
@@ -444,7 +496,7 @@ class Trainer:
             if bar.due(i):  # a terminal redraw, at most ~10 a second
                 bar.update(i, metrics.result())
         return {
-            **metrics.result(),
+            **metrics.result(every_rank=self.dist.active),
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - start,
         }
@@ -490,9 +542,35 @@ class Trainer:
     def evaluate(
         self, x: Data, batch_size: int = 1000, tta: bool | None = None
     ) -> dict[str, float]:
-        """Mean cross-entropy ``loss`` and ``accuracy`` (a fraction) on ``x``."""
+        """Mean cross-entropy ``loss`` and ``accuracy`` (a fraction) on ``x``.
+
+        In a data-parallel job every rank calls it (a collective): each predicts its own
+        contiguous share and the sums are added over ranks, so every image counts once
+        (:attr:`evaluated` says how many)."""
         images, labels = split_data(x)
-        return _scores(self.predict(images, batch_size, tta), labels)
+        scores, _ = self._score(images, labels, batch_size, tta)
+        return scores
+
+    def _score(
+        self, images: Any, labels: torch.Tensor, batch_size: int, tta: bool | None
+    ) -> tuple[dict[str, float], torch.Tensor | None]:
+        """Scores on ``images`` and the class given to each (on the CPU), every rank's
+        share counted once; sets :attr:`evaluated` to the number of images counted."""
+        if not self.dist.active:
+            probs = self.predict(images, batch_size, tta)
+            self.evaluated = len(labels)
+            return _scores(probs, labels), probs.argmax(1)
+        rows = distributed.rows_of_rank(len(labels), self.dist)
+        probs = self.predict(subset_rows(images, rows), batch_size, tta)
+        mine = labels[rows]
+        nll = F.nll_loss(probs.clamp_min(1e-12).log(), mine, reduction="sum")
+        hits = (probs.argmax(1) == mine).sum()
+        loss, correct, count = distributed.all_sum(
+            [float(nll), float(hits), float(len(mine))], self.device
+        )
+        self.evaluated = int(count)
+        predicted = torch.cat(distributed.gather_objects(probs.argmax(1)))
+        return {"loss": loss / count, "accuracy": correct / count}, predicted
 
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
@@ -512,6 +590,17 @@ class Trainer:
             state["lookahead"] = {k: v.clone() for k, v in self.lookahead.items()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.dist.active:
+            state["world_size"] = self.dist.world_size
+            if self.rank_rng is not None:
+                state["rank_rng"] = [dict(r) for r in self.rank_rng]
+        return state
+
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        """This process's random generator states (CPU, and its GPU's on CUDA)."""
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def check_state_dict(self, state: Any) -> None:
@@ -526,6 +615,19 @@ class Trainer:
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise CnnlabError(f"has no {', '.join(missing)}")
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise CnnlabError(
+                f"was written by {saved_world} process(es); resume with the same number "
+                f"(--nproc {saved_world}), not {self.dist.world_size}"
+            )
+        if self.dist.active:
+            rngs = state.get("rank_rng")
+            if not isinstance(rngs, list) or len(rngs) != self.dist.world_size:
+                raise CnnlabError(f"has no random state for each of {saved_world} processes")
+            rank_rng = rngs[self.dist.rank]
+            if not isinstance(rank_rng, dict) or not _is_rng(rank_rng.get("torch")):
+                raise CnnlabError(f"rank_rng[{self.dist.rank}] is not a random generator state")
         for key in ("epoch", "step"):
             value = state[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -543,13 +645,7 @@ class Trainer:
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in lrs)
         ):
             raise CnnlabError(f"base_lrs must be {len(self.base_lrs)} numbers")
-        rng = state["torch_rng"]
-        expected = torch.get_rng_state()
-        if (
-            not isinstance(rng, torch.Tensor)
-            or rng.dtype != torch.uint8
-            or rng.shape != (expected.shape)
-        ):
+        if not _is_rng(state["torch_rng"]):
             raise CnnlabError("torch_rng is not a CPU random generator state")
         check_history(state["history"], "history")
 
@@ -570,7 +666,23 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.dist.active:  # each rank goes on with its own draws
+            self.rank_rng = [dict(r) for r in state["rank_rng"]]
+            mine = self.rank_rng[self.dist.rank]
+            torch.set_rng_state(mine["torch"])
+            if "cuda" in mine and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
         self.history = History([dict(r) for r in state["history"]])
+
+
+def _is_rng(value: Any) -> bool:
+    """Whether ``value`` is a CPU random generator state (a bad one aborts the process)."""
+    expected = torch.get_rng_state()
+    return (
+        isinstance(value, torch.Tensor)
+        and value.dtype == torch.uint8
+        and value.shape == expected.shape
+    )
 
 
 def _scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
