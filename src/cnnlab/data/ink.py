@@ -149,26 +149,23 @@ def _long_runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
 
 
 def _ruled_lines(mask: np.ndarray) -> np.ndarray:
-    """Ruled-paper lines in ``mask``: thin, nearly straight horizontal lines spanning at
-    least 80% of the picture's width. Slightly tilted ones are found through a mask
-    thickened vertically. Vertical lines are left alone: a "1" is one. Margins and
+    """Ruled-paper lines in ``mask``: thin, nearly straight horizontal lines covering at
+    least 70% of the picture's width (in pieces: a faint line breaks up). Slightly tilted
+    ones are found through a mask thickened vertically. A digit's horizontal strokes are
+    shorter or thicker; vertical lines are left alone (a "1" is one), and margins and
     paper edges touch the border and are dropped as components instead."""
     lines = np.zeros_like(mask)
     height, width = mask.shape
     if width < 64:
         return lines
     band = ndimage.maximum_filter(mask, size=(5, 1))
-    runs = _long_runs(band, width // 8, axis=1) & mask
-    labels, n = ndimage.label(runs, structure=np.ones((3, 3)))
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        extent = box[1].stop - box[1].start
-        if extent < 0.8 * width:
-            continue
-        piece = labels[box] == index
-        if piece.sum() / extent <= max(2.5, 0.02 * height):
-            lines[box] |= piece
+    runs = _long_runs(band, width // 8, axis=1)
+    rows = runs.sum(axis=1) >= 0.7 * width
+    groups, _ = ndimage.label(rows)
+    thin = max(3, round(0.02 * height)) + 4  # the band adds two rows on each side
+    for span in ndimage.find_objects(groups):
+        if span is not None and span[0].stop - span[0].start <= thin:
+            lines[span[0]] |= runs[span[0]] & mask[span[0]]
     return lines
 
 
@@ -202,10 +199,10 @@ def _components(labels: np.ndarray, n: int) -> list[Component]:
     return out
 
 
-def _threshold(ink: np.ndarray) -> np.ndarray:
-    """The ink mask: Otsu's threshold on the ink strength, raised to clear the paper's
-    noise (median + 6 robust deviations) and a quarter of the strongest ink; hysteresis
-    keeps faint pixels joined to strong ones."""
+def _thresholds(ink: np.ndarray) -> tuple[float, float]:
+    """The low and high thresholds of the ink mask: Otsu's threshold on the ink strength,
+    raised to clear the paper's noise (median + 6 robust deviations) and a quarter of the
+    strongest ink, and half of that for the faint pixels joined to strong ones."""
     med = float(np.median(ink))
     noise = 1.4826 * float(np.median(np.abs(ink - med)))
     peak = float(np.percentile(ink, 99.9)) if ink.size > 1000 else float(ink.max())
@@ -215,8 +212,7 @@ def _threshold(ink: np.ndarray) -> np.ndarray:
     except ValueError:  # a single level: nothing to separate
         otsu = peak
     high = max(otsu, floor, 0.25 * peak)
-    low = max(0.5 * high, floor)
-    return apply_hysteresis_threshold(ink, low, high)
+    return max(0.5 * high, floor), high
 
 
 def find_ink(grey: np.ndarray) -> InkImage:
@@ -248,10 +244,13 @@ def find_ink(grey: np.ndarray) -> InkImage:
     ink = np.clip(1.0 - dark / paper, 0.0, 1.0).astype(np.float32)
     ink_smooth = np.clip(1.0 - dark_smooth / paper, 0.0, 1.0)
     # Only pixels that also clear the absolute contrast floor can seed a stroke.
-    mask = _threshold(ink_smooth) & (contrast >= 0.5 * MIN_CONTRAST)
+    low, high = _thresholds(ink_smooth)
+    weak = (ink_smooth >= low) & (contrast >= 0.5 * MIN_CONTRAST)
+    mask = apply_hysteresis_threshold(ink_smooth, low, high) & weak
     if not (mask & (contrast >= MIN_CONTRAST)).any():
         return InkImage(grey, background, None, empty, empty, labels0, [], dark_ink)
-    lines = _ruled_lines(mask)
+    # Ruled lines are fainter than the writing: they are whole only in the weak mask.
+    lines = _ruled_lines(weak) & mask
     if (mask & ~lines).any():
         mask = _repair_crossings(mask & ~lines, lines)
     else:  # a picture of nothing but a line: it is the ink
