@@ -61,7 +61,7 @@ def _ink_alpha(digit: np.ndarray, height: int, rng: np.random.Generator, pen: st
         alpha = ndimage.gaussian_filter(alpha, 0.6)
         alpha = np.clip(alpha / max(float(alpha.max()), 1e-6), 0.0, 1.0)
     elif pen == "marker":  # a felt-tip marker: strokes a fifth to a quarter of the digit
-        radius = max(2, round(height * rng.uniform(0.05, 0.08)))
+        radius = max(2, round(height * rng.uniform(0.03, 0.05)))
         alpha = ndimage.grey_dilation(alpha, footprint=disk(radius))
     rows, cols = np.flatnonzero(alpha.max(1) > 0.1), np.flatnonzero(alpha.max(0) > 0.1)
     if len(rows) == 0:

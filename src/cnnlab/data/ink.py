@@ -119,11 +119,22 @@ def _reduced(grey: np.ndarray, side: int) -> np.ndarray:
 
 
 def _ink_is_dark(smooth: np.ndarray) -> bool:
-    """Polarity: the paper is the typical (median) level, the ink the extreme that lies
-    further from it. Percentiles rather than the minimum and maximum, so a few noisy
-    pixels cannot decide it; the paper's shading moves both tails alike."""
-    lo, mid, hi = np.percentile(smooth, (0.2, 50.0, 99.8))
-    return bool(mid - lo >= hi - mid)
+    """Polarity: whether the ink is darker than the paper around it.
+
+    The picture (reduced to 128 pixels) is cut into a 4×4 grid; in each cell the paper is
+    the median level and the ink the tail (darkest or brightest 1%) further from it. The
+    cells vote, weighted by how much further. Ink is a minority in every cell it crosses,
+    so its cells vote its way with its full contrast; a shadow's edge only sways the
+    cells it splits unevenly, and by less. (One global median would take a shadow
+    covering most of the sheet for the paper and the lit paper for ink.)
+    """
+    small = _reduced(smooth, 128)
+    h, w = small.shape
+    ch, cw = max(1, h // 4), max(1, w // 4)
+    cells = small[: (h // ch) * ch, : (w // cw) * cw]
+    cells = cells.reshape(h // ch, ch, w // cw, cw).transpose(0, 2, 1, 3).reshape(-1, ch * cw)
+    lo, mid, hi = np.percentile(cells, (1.0, 50.0, 99.0), axis=1)
+    return bool(((mid - lo) - (hi - mid)).sum() >= 0)
 
 
 def _closing_size(shape: tuple[int, ...]) -> int:
@@ -199,6 +210,20 @@ def _components(labels: np.ndarray, n: int) -> list[Component]:
     return out
 
 
+def _border_clutter(mask: np.ndarray) -> np.ndarray:
+    """Components of ``mask`` that touch the border and cover over 2% of the picture (a
+    table, a paper edge, a shadow's dark band), grown a little."""
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.zeros_like(mask)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    big = [int(i) for i in edge if i and areas[i] > 0.02 * mask.size]
+    if not big:
+        return np.zeros_like(mask)
+    return ndimage.binary_dilation(np.isin(labels, big), iterations=2)
+
+
 def _thresholds(ink: np.ndarray) -> tuple[float, float]:
     """The low and high thresholds of the ink mask: Otsu's threshold on the ink strength,
     raised to clear the paper's noise (median + 6 robust deviations) and a quarter of the
@@ -247,6 +272,13 @@ def find_ink(grey: np.ndarray) -> InkImage:
     low, high = _thresholds(ink_smooth)
     weak = (ink_smooth >= low) & (contrast >= 0.5 * MIN_CONTRAST)
     mask = apply_hysteresis_threshold(ink_smooth, low, high) & weak
+    clutter = _border_clutter(mask)
+    if clutter.any() and (mask & ~clutter).any():
+        # Thresholds again without it: a dark table beside the paper would otherwise
+        # set them, and faint writing would fall below.
+        low, high = _thresholds(ink_smooth[~clutter])
+        weak = (ink_smooth >= low) & (contrast >= 0.5 * MIN_CONTRAST)
+        mask = apply_hysteresis_threshold(ink_smooth, low, high) & weak
     if not (mask & (contrast >= MIN_CONTRAST)).any():
         return InkImage(grey, background, None, empty, empty, labels0, [], dark_ink)
     # Ruled lines are fainter than the writing: they are whole only in the weak mask.
@@ -262,17 +294,19 @@ def find_ink(grey: np.ndarray) -> InkImage:
 def digit_components(ink: InkImage) -> list[int]:
     """The labels of the components that make up the one digit in the picture.
 
-    The digit is the biggest component, preferring ones clear of the border (border
-    clutter: a paper edge, a finger, the next line's writing) unless the digit itself
-    fills the picture. Pieces of it (a broken stroke) within a quarter of its size of its
+    The digit is the biggest component clear of the border (border clutter: a paper
+    edge, the table, a finger, the next line's writing), or the biggest of all when only
+    specks are clear of it (the digit itself fills the picture). Pieces of it (a broken stroke) within a quarter of its size of its
     box are added; specks below 4% of its area are not.
     """
     comps = [c for c in ink.components if c.area >= 2]
     if not comps:
         return []
-    biggest = max(c.area for c in comps)
-    inner = [c for c in comps if not c.touches_border]
-    pool = inner if inner and max(c.area for c in inner) >= 0.25 * biggest else comps
+    # Border clutter can be far bigger than the digit (the table beside a tilted sheet),
+    # so any inner component of a digit's plausible size wins over it.
+    least = max(20.0, 0.002 * ink.mask.size)
+    inner = [c for c in comps if not c.touches_border and c.area >= least]
+    pool = inner or comps
     main = max(pool, key=lambda c: c.area)
     pad_y, pad_x = 0.25 * main.height + 2, 0.25 * main.width + 2
     keep = [main.label]
@@ -350,13 +384,17 @@ def stroke_width(mask: np.ndarray) -> float:
 def normalise_stroke(strength: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float, str]:
     """The digit's ink with MNIST's stroke width once its longer side becomes 20 pixels.
 
-    ``strength`` is ink 0..1 and ``mask`` its pixels, cropped to the digit. Returns the
+    ``strength`` is ink 0..1 and ``mask`` its pixels, around the digit. Returns the
     new ink image, the width measured before (in pixels of the 20-pixel box) and what was
     done: ``"kept"``, ``"thickened"`` (a thin pen: the mask dilated) or ``"thinned"`` (a
     marker: the skeleton redrawn at MNIST's width). Widths within :data:`STROKE_RANGE`
     keep their soft, photographed edges.
     """
-    scale = 20.0 / max(mask.shape)  # pixels of the 20-pixel box per pixel here
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return strength, 0.0, "kept"
+    extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    scale = 20.0 / extent  # pixels of the 20-pixel box per pixel here
     # Measured at half strength, as MNIST's was.
     width = stroke_width(mask & (strength >= 0.5)) * scale
     lo, hi = STROKE_RANGE

@@ -191,9 +191,17 @@ def finish_digit(
     resample = Image.Resampling.BOX if max(mask.shape) > STROKE_SIDE else Image.Resampling.BILINEAR
     fixed = np.clip(_shrunk(strength, STROKE_SIDE, resample), 0.0, 1.0)
     mask = _shrunk(mask.astype(np.float32), STROKE_SIDE, resample) >= 0.5
+    # Room around the digit for strokes that grow.
+    pad = STROKE_SIDE // 8
+    fixed, mask = np.pad(fixed, pad), np.pad(mask, pad)
     strokes, width, action = normalise_stroke(fixed, mask)
     if action == "kept":  # no detour through another resolution
         strokes = strength
+    else:
+        on = strokes > NOISE_FLOOR
+        rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+        if len(rows):
+            strokes = strokes[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     box = max(1, round(size * 20 / 28))
     small = np.clip(_shrunk(strokes, box, Image.Resampling.LANCZOS), 0.0, None)
     top = float(small.max())
