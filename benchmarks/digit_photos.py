@@ -61,9 +61,12 @@ def _digit_results(run: Any, prepared: np.ndarray, photos: list[Photo], mnist: n
     return rows
 
 
-def _number_results(run: Any, found: list[list[np.ndarray]], photos: list[Photo]):
-    """Whole-number accuracy of the number photos, overall and per condition."""
-    right, counted = {}, {}
+def _number_results(
+    run: Any, found: list[list[np.ndarray]], photos: list[Photo], mnist: np.ndarray
+):
+    """Whole-number accuracy of the number photos, overall and per condition, next to
+    the share of numbers whose digits are all read right in their MNIST form."""
+    right, plain, counted = {}, {}, {}
     wrong_count = 0
     for digits, photo in zip(found, photos, strict=True):
         read = ""
@@ -71,10 +74,19 @@ def _number_results(run: Any, found: list[list[np.ndarray]], photos: list[Photo]
             read = "".join(run.classes[i] for i in _predict(run, np.stack(digits)))
         wrong_count += len(read) != len(photo.label)
         ok = read == photo.label
+        plain_read = "".join(run.classes[i] for i in _predict(run, mnist[list(photo.indices)]))
         for key in (photo.condition, "all"):
             right[key] = right.get(key, 0) + ok
+            plain[key] = plain.get(key, 0) + (plain_read == photo.label)
             counted[key] = counted.get(key, 0) + 1
-    rows = {k: {"numbers": counted[k], "accuracy": right[k] / counted[k]} for k in counted}
+    rows = {
+        k: {
+            "numbers": counted[k],
+            "accuracy": right[k] / counted[k],
+            "mnist_form_accuracy": plain[k] / counted[k],
+        }
+        for k in counted
+    }
     rows["all"]["wrong_digit_count"] = wrong_count
     return rows
 
@@ -180,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(folder)
         entry: dict[str, Any] = {"digits": _digit_results(run, prepared, photos, mnist)}
         if numbers:
-            entry["numbers"] = _number_results(run, found, numbers)
+            entry["numbers"] = _number_results(run, found, numbers, mnist)
         results["runs"][folder.name] = entry
         print(f"\n{folder.name}: condition   photos  MNIST form  (images)")
         for condition, row in entry["digits"].items():
@@ -191,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         if numbers:
             row = entry["numbers"]["all"]
             print(
-                f"  five-digit numbers read whole: {100 * row['accuracy']:.1f}% of {row['numbers']}"
+                f"  five-digit numbers read whole: {100 * row['accuracy']:.1f}% of "
+                f"{row['numbers']} (all five right in MNIST form: "
+                f"{100 * row['mnist_form_accuracy']:.1f}%; wrong digit count: "
+                f"{row['wrong_digit_count']})"
             )
     results["load_average_end"] = machine.load_average()
     out = args.out or (
