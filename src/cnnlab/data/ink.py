@@ -173,7 +173,9 @@ def _ruled_lines(mask: np.ndarray) -> np.ndarray:
     runs = _long_runs(band, width // 8, axis=1)
     rows = runs.sum(axis=1) >= 0.7 * width
     groups, _ = ndimage.label(rows)
-    thin = max(3, round(0.02 * height)) + 4  # the band adds two rows on each side
+    # A line found at a low threshold looks thicker than it is drawn (its blurred
+    # edges count); the band adds two rows on each side.
+    thin = max(5, round(0.03 * height)) + 4
     for span in ndimage.find_objects(groups):
         if span is None or span[0].stop - span[0].start > thin:
             continue
