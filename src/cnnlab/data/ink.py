@@ -159,19 +159,48 @@ def _long_runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
     return ndimage.maximum_filter1d(eroded, length, axis=axis, mode="constant").astype(bool)
 
 
+#: Slopes (rows per column) at which ruled lines are looked for: a sheet photographed
+#: at a slant or in perspective has lines tilted by a few degrees, differently.
+LINE_SLOPES = (0.0, -0.025, 0.025, -0.05, 0.05, -0.075, 0.075)
+
+
 def _ruled_lines(mask: np.ndarray) -> np.ndarray:
-    """Ruled-paper lines in ``mask``: thin, nearly straight horizontal lines covering at
-    least 70% of the picture's width (in pieces: a faint line breaks up). Slightly tilted
-    ones are found through a mask thickened vertically. A digit's horizontal strokes are
-    shorter or thicker; vertical lines are left alone (a "1" is one), and margins and
-    paper edges touch the border and are dropped as components instead."""
-    lines = np.zeros_like(mask)
+    """Ruled-paper lines in ``mask``: thin, nearly straight lines across at least 70% of
+    the picture's width, horizontal or tilted by up to about 4 degrees (the mask is
+    sheared by each of :data:`LINE_SLOPES` and searched for horizontal lines). A digit's
+    strokes are shorter or thicker; vertical lines are left alone (a "1" is one), and
+    margins and paper edges touch the border and are dropped as components instead."""
     height, width = mask.shape
+    lines = np.zeros_like(mask)
     if width < 64:
         return lines
-    band = ndimage.maximum_filter(mask, size=(5, 1))
+    columns = np.arange(width)
+    for slope in LINE_SLOPES:
+        if slope == 0.0:
+            lines |= _horizontal_lines(mask)
+            continue
+        shift = np.round(slope * columns).astype(np.intp)
+        pad = int(np.abs(shift).max())
+        padded = np.pad(mask, ((pad, pad), (0, 0)))
+        rows = np.arange(height)[:, None] + pad + shift[None, :]
+        found = _horizontal_lines(padded[rows, columns])
+        ys, xs = np.nonzero(found)
+        ys = ys + shift[xs]
+        keep = (ys >= 0) & (ys < height)
+        lines[ys[keep], xs[keep]] = True
+    return lines
+
+
+def _horizontal_lines(mask: np.ndarray) -> np.ndarray:
+    """The horizontal ruled lines of :func:`_ruled_lines` (in pieces: a faint line breaks
+    up), found through a mask thickened vertically so a slight tilt still fits."""
+    lines = np.zeros_like(mask)
+    height, width = mask.shape
+    band = ndimage.maximum_filter1d(mask, 5, axis=0)
     runs = _long_runs(band, width // 8, axis=1)
     rows = runs.sum(axis=1) >= 0.7 * width
+    if not rows.any():
+        return lines
     groups, _ = ndimage.label(rows)
     # A line found at a low threshold looks thicker than it is drawn (its blurred
     # edges count); the band adds two rows on each side.
