@@ -456,7 +456,8 @@ def normalise_stroke(strength: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray
         # Eroded by the excess, once. Eroding on until the width measured in the box
         # reaches MNIST's median did no better on 150 marker photos (146-147 right
         # against 147), so the simpler stays; strokes land at the wide end of MNIST's.
-        radius = max(1, round((width / scale - target) / 2))
+        # Bounded: a solid blob (an all-ink picture) measures as one enormous stroke.
+        radius = max(1, min(round((width / scale - target) / 2), min(mask.shape) // 4))
         drawn = ndimage.binary_erosion(mask, structure=disk(radius))
         if not drawn.any():
             drawn = mask
