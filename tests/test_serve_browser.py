@@ -253,3 +253,24 @@ def test_model_panel(page: Any) -> None:
     assert page.locator("#layers tbody tr").count() >= 8
     assert "Total params" in page.locator("#summary").text_content()
     assert page.locator(".bar-row").count() == 10
+
+
+def test_read_a_number(page: Any, base_url: str, tmp_path: Path) -> None:
+    import httpx
+
+    img = Image.new("RGB", (520, 200), (225, 222, 215))  # three strokes: "1", "1", "1"
+    draw = ImageDraw.Draw(img)
+    for x in (120, 260, 400):
+        draw.line([(x, 40), (x - 8, 160)], fill=(25, 25, 50), width=12)
+    path = tmp_path / "number.png"
+    img.save(path)
+    page.set_input_files("#read-upload", str(path))
+    page.wait_for_selector("body[data-number]:not([data-number=''])", timeout=30_000)
+    shown = page.locator("#number").inner_text()
+    api = httpx.post(
+        f"{base_url}/api/read", files={"file": ("number.png", path.read_bytes(), "image/png")}
+    ).json()
+    assert shown == api["number"] and len(shown) == 3
+    assert page.locator("#number-digits figure").count() == 3
+    assert "3 digits found in number.png" in page.locator("#number-note").inner_text()
+    assert page.locator("#error").inner_text() == ""

@@ -1,4 +1,4 @@
-"""The training workflow commands: models, summary, train, evaluate, predict, plot."""
+"""The training workflow commands: models, summary, train, evaluate, predict, read, plot."""
 
 from __future__ import annotations
 
@@ -128,7 +128,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="one JSON object per image: file, prediction, probabilities",
     )
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="digit runs: write each picture's preparation stages as PNGs in DIR/<picture>/",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "read",
+        help="read handwritten numbers in photos with a digit run",
+        description="Find every digit in a photo of a handwritten number, read them left "
+        "to right with a digit run, and print the number and each digit's confidence.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--run", required=True, metavar="RUN", help="a digit run folder")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per image: file, number, digits"
+    )
+    p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("plot", help="training curves and a grid of test predictions as PNG")
     p.add_argument("run", metavar="RUN", help="run folder")
@@ -392,6 +410,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Each picture is prepared like the run's data: a digit MNIST-style, a photo decoded
     # and resized like the training folder (or CIFAR-10).
     batch = run.prepare([Path(f) for f in args.images])
+    if args.explain:
+        _explain(run, args.images, Path(args.explain))
     probs = run.predict(batch)
     digits = run.preparation.digits
     for file, image, p in zip(args.images, batch, probs, strict=True):
@@ -415,6 +435,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"{run.classes[int(i)]} {100 * float(p[i]):.1f}%" for i in order[: args.top]
             )
             print(f"{file}: {top}")
+    return 0
+
+
+def _explain(run: Any, files: list[str], out: Path) -> None:
+    """Each picture's preparation stages as PNGs in ``out/<n>-<file stem>/``."""
+    from cnnlab.data.prepare import prepare_steps
+
+    if not run.preparation.digits:
+        raise CnnlabError("--explain shows the digit preparation; this run classifies photos")
+    size = run.preparation.shape[1]
+    for n, file in enumerate(files, start=1):
+        folder = out / f"{n:02d}-{Path(file).stem}"
+        steps = prepare_steps(Path(file), size)
+        steps.save(folder)
+        print(f"{file}: preparation stages in {folder}/", file=sys.stderr)
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from cnnlab.read import read_number
+    from cnnlab.runs import load_run
+
+    run = load_run(args.run)
+    for file in args.images:
+        reading = read_number(run, Path(file))
+        if args.json:
+            print(json.dumps({"file": file, **reading.to_dict()}))
+        elif not reading.digits:
+            print(f"{file}: no digits found")
+        else:
+            parts = "  ".join(f"{d.digit} {100 * d.confidence:.1f}%" for d in reading.digits)
+            print(f"{file}: {reading.number}  ({parts})")
     return 0
 
 

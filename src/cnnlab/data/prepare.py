@@ -4,15 +4,23 @@ A network trained on MNIST expects what MNIST looks like: white ink on black,
 the digit scaled so its longer side is 20 pixels, and its centre of mass at the
 centre of the 28x28 field. Photos and drawings differ in size, polarity,
 contrast and position, so :func:`prepare_digit` normalises all of those.
+
+Photos add uneven lighting, shadows, ruled lines, specks and pens of every width:
+:mod:`cnnlab.data.ink` finds the ink against a locally estimated background and brings
+the strokes to MNIST's width before the MNIST steps here. :func:`prepare_steps` keeps
+every intermediate image (``cnnlab predict --explain``, the web page).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from cnnlab.data.decode import (
     MAX_PIXELS,
@@ -25,14 +33,24 @@ from cnnlab.data.decode import (
     shrink_on_load,
     split_alpha,
 )
+from cnnlab.data.ink import InkImage, digit_components, find_ink, normalise_stroke
 from cnnlab.errors import CnnlabError
 
-__all__ = ["MAX_PIXELS", "WORK_SIDE", "center_by_mass", "prepare_digit", "prepare_digits"]
+__all__ = [
+    "MAX_PIXELS",
+    "WORK_SIDE",
+    "PreparationSteps",
+    "center_by_mass",
+    "finish_digit",
+    "prepare_digit",
+    "prepare_digits",
+    "prepare_steps",
+]
 
-#: Ink must differ from the background by this many grey levels (of 255), or the image is blank.
-MIN_CONTRAST = 24.0
-#: After contrast normalisation, values below this fraction are background noise.
+#: Ink weaker than this fraction of the digit's typical ink is left out of its box.
 NOISE_FLOOR = 0.12
+#: Stroke widths are measured and normalised on the digit resized to this longer side.
+STROKE_SIDE = 80
 #: Bigger images are decoded reduced to a longer side of 1 to 2 times this: a digit
 #: covering a tenth of the picture is still ~100 pixels tall, five times the 20 it becomes.
 WORK_SIDE = 1024
@@ -101,27 +119,6 @@ def _to_array(image: ImageInput, label: str) -> np.ndarray:
         return _composite(np.asarray(band, dtype=np.float32), alpha)
 
 
-def _ink(grey: np.ndarray) -> np.ndarray | None:
-    """Background-subtracted ink in 0..1 (bright ink), or None for a blank image.
-
-    The background is the median of a thin border ring; the ink is whichever
-    extreme (darkest or brightest) lies further from it, which decides polarity.
-    """
-    h, w = grey.shape
-    ring = max(1, round(0.02 * min(h, w)))
-    border = np.concatenate(
-        [grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(), grey[:, -ring:].ravel()]
-    )
-    background = float(np.median(border))
-    lo, hi = float(grey.min()), float(grey.max())
-    ink = background - grey if background - lo > hi - background else grey - background
-    contrast = float(ink.max())
-    if contrast < MIN_CONTRAST:
-        return None
-    ink = ink / contrast
-    return np.clip((ink - NOISE_FLOOR) / (1.0 - NOISE_FLOOR), 0.0, 1.0)
-
-
 def center_by_mass(box: np.ndarray, size: int = 28) -> np.ndarray:
     """Paste ``box`` into a ``size`` x ``size`` float frame with its centre of mass centred.
 
@@ -144,35 +141,161 @@ def center_by_mass(box: np.ndarray, size: int = 28) -> np.ndarray:
     return frame
 
 
+def _label(image: ImageInput) -> str:
+    return str(image) if isinstance(image, str | os.PathLike) else type(image).__name__
+
+
+def _grey(image: ImageInput) -> np.ndarray:
+    """Any accepted input as a float32 grey array in 0..255 (one-line errors naming it)."""
+    return _to_array(image, _label(image))
+
+
+def _as_uint8(x: np.ndarray, top: float = 255.0) -> np.ndarray:
+    return np.rint(np.clip(x * (255.0 / top), 0.0, 255.0)).astype(np.uint8)
+
+
+def _shrunk(x: np.ndarray, side: int, resample: Image.Resampling) -> np.ndarray:
+    """``x`` (float) resized so its longer side is ``side``, the aspect ratio kept."""
+    h, w = x.shape
+    scale = side / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    out = Image.fromarray(x.astype(np.float32)).resize((new_w, new_h), resample)
+    return np.asarray(out, dtype=np.float32)
+
+
+def finish_digit(
+    found: InkImage, labels: list[int], size: int = 28
+) -> tuple[np.ndarray, dict[str, np.ndarray], float, str]:
+    """The components ``labels`` of ``found`` as an MNIST-style ``size`` x ``size`` digit.
+
+    Their ink (relative to the paper, its soft edges kept) is cropped, its stroke width
+    brought to MNIST's (:func:`~cnnlab.data.ink.normalise_stroke`), its longer side
+    scaled to 20/28 of ``size`` with antialiasing and its centre of mass centred.
+    Returns the uint8 digit, the stroke stage image, the stroke width measured (pixels
+    of the 20-pixel box) and what was done to it.
+    """
+    blank = np.zeros((size, size), dtype=np.uint8)
+    piece = found.pieces(labels)
+    if found.ink is None or not piece.any():
+        return blank, {}, 0.0, "none"
+    # One pixel around the mask keeps the strokes' antialiased edges.
+    grown = ndimage.binary_dilation(piece, structure=np.ones((3, 3), dtype=bool))
+    peak = float(np.percentile(found.ink[piece], 95))
+    strength = np.clip(found.ink * grown / max(peak, 1e-6), 0.0, 1.0)
+    visible = strength > NOISE_FLOOR
+    rows, cols = np.flatnonzero(visible.any(axis=1)), np.flatnonzero(visible.any(axis=0))
+    crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    strength, mask = strength[crop], piece[crop]
+    # Stroke widths are measured and redrawn at one resolution, four times the box: fast
+    # for any photo, and fine enough that whole-pixel dilations are small steps.
+    resample = Image.Resampling.BOX if max(mask.shape) > STROKE_SIDE else Image.Resampling.BILINEAR
+    fixed = np.clip(_shrunk(strength, STROKE_SIDE, resample), 0.0, 1.0)
+    mask = _shrunk(mask.astype(np.float32), STROKE_SIDE, resample) >= 0.5
+    # Room around the digit for strokes that grow.
+    pad = STROKE_SIDE // 8
+    fixed, mask = np.pad(fixed, pad), np.pad(mask, pad)
+    strokes, width, action = normalise_stroke(fixed, mask)
+    if action == "kept":  # no detour through another resolution
+        strokes = strength
+    else:
+        on = strokes > NOISE_FLOOR
+        rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+        if len(rows):
+            strokes = strokes[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = max(1, round(size * 20 / 28))
+    small = np.clip(_shrunk(strokes, box, Image.Resampling.LANCZOS), 0.0, None)
+    top = float(small.max())
+    if top <= 0:
+        return blank, {}, width, action
+    frame = center_by_mass(small / top, size)
+    return _as_uint8(frame, 1.0), {"strokes": _as_uint8(strokes, 1.0)}, width, action
+
+
+@dataclass
+class PreparationSteps:
+    """How one picture became the model's input, stage by stage.
+
+    ``stages`` maps each stage's name to a uint8 image, in order: ``picture`` (grey, as
+    analysed), ``background`` (the paper level estimated under it), ``ink`` (ink
+    strength relative to the paper), ``mask`` (thresholded ink; grey: ruled lines taken
+    out), ``digit`` (the components kept; grey: the ones dropped), ``strokes`` (the digit
+    with MNIST's stroke width) and ``prepared`` (the ``size`` x ``size`` input).
+    ``result`` is the prepared digit (all zeros when no ink was found).
+    """
+
+    result: np.ndarray
+    stages: dict[str, np.ndarray] = field(default_factory=dict)
+    dark_ink: bool = True
+    stroke_width: float = 0.0
+    stroke: str = "none"
+
+    @property
+    def blank(self) -> bool:
+        """Whether no ink was found."""
+        return not self.result.any()
+
+    def save(self, folder: str | os.PathLike[str], enlarge: int = 8) -> list[Path]:
+        """Each stage as ``NN-name.png`` in ``folder`` (made if missing); the prepared
+        image is also written ``enlarge`` times larger (``prepared-large.png``)."""
+        out = Path(folder)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for i, (name, image) in enumerate(self.stages.items(), start=1):
+                path = out / f"{i:02d}-{name}.png"
+                Image.fromarray(image).save(path)
+                paths.append(path)
+            big = np.kron(self.result, np.ones((enlarge, enlarge), dtype=np.uint8))
+            path = out / "prepared-large.png"
+            Image.fromarray(big).save(path)
+            paths.append(path)
+        except OSError as exc:
+            raise CnnlabError(f"{out}: cannot write the preparation images ({exc})") from None
+        return paths
+
+
+def ink_stages(found: InkImage) -> dict[str, np.ndarray]:
+    """The picture-wide stages of :class:`PreparationSteps` for ``found``."""
+    background = found.background if found.dark_ink else 255.0 - found.background
+    ink = found.ink if found.ink is not None else np.zeros(found.grey.shape, np.float32)
+    mask = np.where(found.mask, 255, np.where(found.lines, 96, 0)).astype(np.uint8)
+    return {
+        "picture": _as_uint8(found.grey),
+        "background": _as_uint8(background),
+        "ink": _as_uint8(ink, 1.0),
+        "mask": mask,
+    }
+
+
+def prepare_steps(image: ImageInput, size: int = 28) -> PreparationSteps:
+    """:func:`prepare_digit` with every intermediate image kept (:class:`PreparationSteps`)."""
+    if size < 4:
+        raise CnnlabError(f"size {size}: must be at least 4 pixels")
+    found = find_ink(_grey(image))
+    labels = digit_components(found)
+    result, extra, width, action = finish_digit(found, labels, size)
+    stages = ink_stages(found)
+    kept = found.pieces(labels)
+    stages["digit"] = np.where(kept, 255, np.where(found.mask, 80, 0)).astype(np.uint8)
+    stages.update(extra)
+    stages["prepared"] = result
+    return PreparationSteps(result, stages, found.dark_ink, width, action)
+
+
 def prepare_digit(image: ImageInput, size: int = 28) -> np.ndarray:
     """An MNIST-style ``size`` x ``size`` uint8 image (white ink on black) of one digit.
 
-    Accepts a file path, encoded image bytes, a PIL image or an array. Steps: grey
-    (alpha composited), polarity detected from the border, contrast stretched,
-    cropped to the ink, longer side scaled to 20/28 of ``size`` with antialiasing,
-    centred by centre of mass. A blank image gives all zeros.
+    Accepts a file path, encoded image bytes, a PIL image or an array. Steps (see
+    :mod:`cnnlab.data.ink`): grey (alpha composited), polarity detected, the paper's
+    uneven lighting divided out, ink thresholded, ruled lines removed, the digit's
+    connected components kept and specks dropped, stroke width brought to MNIST's,
+    longer side scaled to 20/28 of ``size`` with antialiasing, centred by centre of
+    mass. A picture without ink gives all zeros.
     """
     if size < 4:
         raise CnnlabError(f"size {size}: must be at least 4 pixels")
-    label = str(image) if isinstance(image, str | os.PathLike) else type(image).__name__
-    ink = _ink(_to_array(image, label))
-    if ink is None:
-        return np.zeros((size, size), dtype=np.uint8)
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    box = max(1, round(size * 20 / 28))
-    h, w = crop.shape
-    scale = box / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = Image.fromarray(crop.astype(np.float32)).resize(
-        (new_w, new_h), Image.Resampling.LANCZOS
-    )
-    small = np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)
-    peak = float(small.max())
-    if peak <= 0:
-        return np.zeros((size, size), dtype=np.uint8)
-    frame = center_by_mass(small / peak, size)
-    return np.rint(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
+    found = find_ink(_grey(image))
+    return finish_digit(found, digit_components(found), size)[0]
 
 
 def prepare_digits(images: Iterable[ImageInput], size: int = 28) -> np.ndarray:

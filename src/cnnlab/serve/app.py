@@ -14,6 +14,10 @@ Routes:
   (H rows of W grey levels 0..255 for a one-channel run, e.g. 28×28 white ink on black;
   H rows of W ``[red, green, blue]`` triples for a colour run).
   ``?features=1`` adds each convolution layer's feature maps.
+* ``POST /api/read`` – read a handwritten number (digit runs): the body is an image
+  file, as for ``/api/predict``; the answer is the number and, for each digit left to
+  right, its class, confidence, box and the 28×28 image the model received (as
+  ``cnnlab read``).
 * ``GET /api/model`` – the model: name, classes, how pictures are prepared and the input
   shape, layers with output shapes, parameters, the summary table, test accuracy, and
   the request limits.
@@ -198,3 +202,22 @@ def _add_routes(
         result["timing_ms"]["total"] = (time.perf_counter() - start) * 1000
         result["timing_ms"] = {k: round(v, 3) for k, v in result["timing_ms"].items()}
         return JSONResponse(result)
+
+    @app.post(
+        "/api/read",
+        summary="Read a handwritten number",
+        description="Send a photo of a handwritten number as an image file (raw, with its "
+        "Content-Type, or as the `file` field of a multipart upload). Every digit is found, "
+        "prepared MNIST-style and read left to right, as `cnnlab read` does. Digit runs only.",
+        responses=ERRORS,
+    )
+    async def read(request: Request) -> JSONResponse:
+        async with admission:
+            start = time.perf_counter()
+            data, is_json = await read_image_body(request)
+            if is_json:
+                raise ApiError(415, "send the photo as an image file, not JSON")
+            result = await anyio.to_thread.run_sync(service.read, data, limiter=work_slots)
+            result["timing_ms"]["total"] = (time.perf_counter() - start) * 1000
+            result["timing_ms"] = {k: round(v, 3) for k, v in result["timing_ms"].items()}
+            return JSONResponse(result)

@@ -102,6 +102,55 @@ class ModelService:
                 log.warning("image decoding failed: %r", exc)
                 raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
 
+    def read(self, data: bytes) -> dict[str, Any]:
+        """The handwritten number in an encoded image, as ``cnnlab read`` reads it: the
+        number, and for each digit (left to right) its class, confidence, box in the
+        analysed picture and the 28×28 image the model received."""
+        from cnnlab.read import find_digits
+
+        if not self.run.preparation.digits:
+            raise ApiError(400, "reading numbers needs a digit run; this run classifies photos")
+        timing: dict[str, float] = {}
+        start = time.perf_counter()
+        with self.decode_slots:
+            check_image_header(data, self.limits)
+            try:
+                found = find_digits(data, self.run.preparation.shape[1])
+            except CnnlabError as exc:
+                message = str(exc)
+                if message.startswith("bytes: "):
+                    message = "the image: " + message[len("bytes: ") :]
+                raise ApiError(400, message) from None
+            except Exception as exc:  # a decoder failing on hostile input is the client's
+                log.warning("image decoding failed: %r", exc)
+                raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
+        timing["prepare"] = (time.perf_counter() - start) * 1000
+        digits: list[dict[str, Any]] = []
+        if found:
+            channels = self.run.preparation.shape[0]
+            batch = torch.from_numpy(np.stack([d for d, _ in found])[:, None])
+            if channels > 1:
+                batch = batch.repeat(1, channels, 1, 1)
+            with self.model_lock:
+                start = time.perf_counter()
+                probs = self.run.predictor.probabilities(batch)
+                timing["inference"] = (time.perf_counter() - start) * 1000
+            for (image, box), p in zip(found, probs, strict=True):
+                best = int(p.argmax())
+                digits.append(
+                    {
+                        "digit": self.run.classes[best],
+                        "confidence": round(float(p[best]), 6),
+                        "box": list(box),
+                        "input": image.tolist(),
+                    }
+                )
+        return {
+            "number": "".join(d["digit"] for d in digits),
+            "digits": digits,
+            "timing_ms": timing,
+        }
+
     def _prepare(self, data: bytes) -> np.ndarray:
         """``data`` prepared like the run's images (the run's own preparation)."""
         return self.run.preparation(data)

@@ -126,6 +126,78 @@
     }
   });
 
+  // A photo of a handwritten number: every digit found is read, left to right.
+  $("read-upload").addEventListener("change", async (ev) => {
+    const file = ev.target.files && ev.target.files[0];
+    ev.target.value = "";
+    if (!file) return;
+    const form = new FormData();
+    const small = await shrunk(file);
+    form.append("file", small || file, file.name);
+    inFlight = true;
+    setSettled();
+    try {
+      await readNumber(form, file.name);
+    } finally {
+      inFlight = false;
+      setSettled();
+    }
+  });
+
+  async function readNumber(form, name) {
+    let res;
+    try {
+      res = await fetch("/api/read", { method: "POST", body: form });
+    } catch (err) {
+      showError(`the server did not answer (${err.message})`);
+      return;
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      data = null;
+    }
+    if (!res.ok) {
+      showError((data && data.detail) || `request failed (${res.status})`);
+      return;
+    }
+    showError("");
+    showNumber(data, name);
+  }
+
+  function showNumber(data, name) {
+    const card = $("number-card");
+    card.hidden = false;
+    const digits = data.digits || [];
+    $("number").textContent = data.number || "–";
+    body.dataset.number = data.number || "";
+    const t = data.timing_ms || {};
+    $("number-note").textContent = digits.length
+      ? `${digits.length} digit${digits.length > 1 ? "s" : ""} found in ${name}, read left ` +
+        `to right · server ${fmt(t.total)} ms. Each is prepared MNIST-style; below, what ` +
+        "the model received and its answer."
+      : `no digits found in ${name}`;
+    const list = $("number-digits");
+    list.replaceChildren();
+    for (const d of digits) {
+      const fig = document.createElement("figure");
+      fig.className = "number-digit";
+      fig.setAttribute("role", "listitem");
+      const canvas = document.createElement("canvas");
+      canvas.width = d.input[0].length;
+      canvas.height = d.input.length;
+      paint(canvas, d.input);
+      const cap = document.createElement("figcaption");
+      const b = document.createElement("b");
+      b.textContent = d.digit;
+      cap.append(b, ` ${(d.confidence * 100).toFixed(1)}%`);
+      fig.append(canvas, cap);
+      list.appendChild(fig);
+    }
+    card.scrollIntoView({ block: "nearest" });
+  }
+
   // The file as a PNG no larger than UPLOAD_SIDE a side, or null to send it as it is
   // (small enough already, or a format this browser cannot decode: the server says why).
   async function shrunk(file) {
@@ -293,6 +365,13 @@
       canvas.height = h;
       canvas.style.aspectRatio = `${w} / ${h}`;
     }
+    paint(canvas, rows);
+  }
+
+  // Rows of grey levels (or [r, g, b] triples) painted on a canvas of their size.
+  function paint(canvas, rows) {
+    const h = rows.length;
+    const w = h ? rows[0].length : 0;
     const c = canvas.getContext("2d");
     const img = c.createImageData(w, h);
     for (let y = 0; y < h; y++) {
