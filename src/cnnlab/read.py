@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.ink import find_ink, number_components
-from cnnlab.data.prepare import ImageInput, _grey, finish_digit
+from cnnlab.data.prepare import ImageInput, finish_digit, grey_image
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import Run
 
@@ -58,7 +58,7 @@ def find_digits(
 ) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
     """Every digit in a picture, left to right, as an MNIST-style ``size`` x ``size``
     uint8 image and its box in the analysed picture (``top, left, bottom, right``)."""
-    found = find_ink(_grey(image))
+    found = find_ink(grey_image(image))
     if found.ink is None:
         return []
     by_label = {c.label: c for c in found.components}

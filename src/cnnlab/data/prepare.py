@@ -39,6 +39,7 @@ from cnnlab.errors import CnnlabError
 __all__ = [
     "MAX_PIXELS",
     "WORK_SIDE",
+    "grey_image",
     "PreparationSteps",
     "center_by_mass",
     "finish_digit",
@@ -145,7 +146,7 @@ def _label(image: ImageInput) -> str:
     return str(image) if isinstance(image, str | os.PathLike) else type(image).__name__
 
 
-def _grey(image: ImageInput) -> np.ndarray:
+def grey_image(image: ImageInput) -> np.ndarray:
     """Any accepted input as a float32 grey array in 0..255 (one-line errors naming it)."""
     return _to_array(image, _label(image))
 
@@ -271,7 +272,7 @@ def prepare_steps(image: ImageInput, size: int = 28) -> PreparationSteps:
     """:func:`prepare_digit` with every intermediate image kept (:class:`PreparationSteps`)."""
     if size < 4:
         raise CnnlabError(f"size {size}: must be at least 4 pixels")
-    found = find_ink(_grey(image))
+    found = find_ink(grey_image(image))
     labels = digit_components(found)
     result, extra, width, action = finish_digit(found, labels, size)
     stages = ink_stages(found)
@@ -294,7 +295,7 @@ def prepare_digit(image: ImageInput, size: int = 28) -> np.ndarray:
     """
     if size < 4:
         raise CnnlabError(f"size {size}: must be at least 4 pixels")
-    found = find_ink(_grey(image))
+    found = find_ink(grey_image(image))
     return finish_digit(found, digit_components(found), size)[0]
 
 
