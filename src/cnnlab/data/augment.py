@@ -45,10 +45,13 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
         "scale": 0.1,
         "shear": 5.0,
         "translate": 0.1,
+        "aspect": 0.2,
         "elastic": 1.0,
         "thicken": 0.3,
         "thin": 0.15,
         "lowres": 0.3,
+        "lowres_min": 10.0,
+        "lowres_max": 14.0,
         "blur": 1.0,
         "level": 0.3,
         "gamma": 0.3,
@@ -70,6 +73,8 @@ class Augment:
     Each range is symmetric: an image is rotated by an angle drawn uniformly from
     ``±rotate`` degrees, zoomed by a factor from ``1 ± scale``, sheared by ``±shear``
     degrees and moved by up to ``translate`` times its side along each axis.
+    ``aspect`` widens or narrows it by a factor from ``exp(±aspect)`` (another writer's
+    broad or narrow hand; scikit-learn's digits were drawn about as wide as high).
     ``elastic`` is the largest displacement in pixels of the elastic distortion (0: off),
     ``elastic_sigma`` the width in pixels of its smoothing. ``flip`` and ``erase`` are
     the probabilities of a horizontal flip and of erasing one random rectangle
@@ -93,6 +98,7 @@ class Augment:
     scale: float = 0.0
     shear: float = 0.0
     translate: float = 0.0
+    aspect: float = 0.0
     elastic: float = 0.0
     elastic_sigma: float = 4.0
     flip: float = 0.0
@@ -138,7 +144,7 @@ class Augment:
     @property
     def active(self) -> bool:
         """Whether this changes anything at all."""
-        return any((self.rotate, self.scale, self.shear, self.translate, self.elastic,
+        return any((self.rotate, self.scale, self.shear, self.translate, self.aspect, self.elastic,
                     self.flip, self.erase, self.crop, self.jitter, self.thicken, self.thin,
                     self.lowres, self.blur, self.level, self.gamma, self.noise))  # fmt: skip
 
@@ -194,7 +200,7 @@ class Augment:
         """Augment a float batch (N, C, H, W); a new tensor, ``x`` is left alone."""
         if not self.active or x.shape[0] == 0:
             return x
-        if self.rotate or self.scale or self.shear or self.translate or self.elastic:
+        if self.rotate or self.scale or self.shear or self.translate or self.aspect or self.elastic:
             x = self._warp(x)
         # The pen, then the scanner or camera: stroke width, resolution, focus, exposure
         # and sensor noise, in that order.
@@ -337,6 +343,9 @@ class Augment:
         theta[:, 1, 0] = sin / zoom
         theta[:, 1, 1] = (sin * torch.tan(shear) + cos) / zoom
         theta[:, :, 2] = self._uniform(2 * n, 2 * self.translate, dev).view(n, 2)
+        if self.aspect:
+            # Drawn after the others, so settings without it keep their random sequence.
+            theta[:, 0, :2] /= torch.exp(self._uniform(n, self.aspect, dev))[:, None]
         grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
         if self.elastic:
             grid = grid + self._elastic_field(n, h, w, dev)
