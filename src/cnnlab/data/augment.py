@@ -45,12 +45,12 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
         "scale": 0.1,
         "shear": 5.0,
         "translate": 0.1,
-        "aspect": 0.2,
-        "elastic": 1.0,
-        "thicken": 0.3,
-        "thin": 0.15,
-        "lowres": 0.3,
-        "lowres_min": 10.0,
+        "aspect": 0.25,
+        "elastic": 1.5,
+        "thicken": 0.4,
+        "thin": 0.1,
+        "lowres": 0.4,
+        "lowres_min": 9.0,
         "lowres_max": 14.0,
         "blur": 1.0,
         "level": 0.3,
@@ -358,8 +358,9 @@ class Augment:
         t = torch.arange(-radius, radius + 1, device=dev, dtype=field.dtype)
         g = torch.exp(-(t**2) / (2 * self.elastic_sigma**2))
         g = g / g.sum()
-        field = F.conv2d(F.pad(field, (radius, radius, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
-        field = F.conv2d(F.pad(field, (0, 0, radius, radius), mode="reflect"), g.view(1, 1, -1, 1))
+        # The separable Gaussian with reflected borders as two small matrix products:
+        # several times faster than 1-channel convolutions over a large batch.
+        field = _smoothing_matrix(g, h) @ field @ _smoothing_matrix(g, w).T
         field = field / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
         field = field.view(n, 2, h, w) * self.elastic
         scale = torch.tensor([2.0 / w, 2.0 / h], device=dev, dtype=field.dtype)
@@ -385,3 +386,19 @@ class Augment:
         chosen = torch.rand(n, device=dev) < self.erase
         mask = inside & chosen.view(n, 1, 1)
         return x.masked_fill(mask.unsqueeze(1), 0.0)
+
+
+def _smoothing_matrix(g: torch.Tensor, size: int) -> torch.Tensor:
+    """The (size, size) matrix of a 1-D convolution with kernel ``g`` over a signal
+    padded by reflection (``F.pad(mode="reflect")`` then ``conv1d``)."""
+    radius = (len(g) - 1) // 2
+    if radius >= size:
+        raise CnnlabError(
+            f"augment elastic_sigma is too wide for {size}-pixel images (at most {size / 3:.1f})"
+        )
+    i = torch.arange(size, device=g.device)
+    j = i[:, None] + torch.arange(-radius, radius + 1, device=g.device)
+    j = torch.where(j < 0, -j, j)
+    j = torch.where(j >= size, 2 * (size - 1) - j, j)
+    m = torch.zeros(size, size, device=g.device, dtype=g.dtype)
+    return m.index_put_((i[:, None].expand_as(j), j), g.expand_as(j), accumulate=True)
