@@ -192,3 +192,43 @@ def test_settings_without_the_new_fields_keep_their_random_sequence() -> None:
 def test_bad_robust_settings_are_one_line_errors(spec: str, message: str) -> None:
     with pytest.raises(CnnlabError, match=message):
         Augment.parse(spec)
+
+
+def test_the_elastic_smoothing_matrix_is_the_reflect_padded_convolution() -> None:
+    from cnnlab.data.augment import _smoothing_matrix
+
+    torch.manual_seed(0)
+    field = torch.rand(6, 1, 28, 20)
+    r = 9
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-(t**2) / 18)
+    g = g / g.sum()
+    conv = F.conv2d(F.pad(field, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
+    conv = F.conv2d(F.pad(conv, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1))
+    product = _smoothing_matrix(g, 28) @ field @ _smoothing_matrix(g, 20).T
+    assert torch.allclose(product, conv, atol=1e-6)
+    with pytest.raises(CnnlabError, match="elastic_sigma is too wide"):
+        Augment(elastic=1, elastic_sigma=4)(torch.rand(2, 1, 10, 10))
+
+
+def test_the_robust_preset_is_a_bounded_number_of_tensor_ops() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    class CountCalls(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    x = torch.rand(2048, 1, 28, 28)
+    aug = Augment.parse("digits-robust")
+    calls = []
+    for n in (64, 2048):  # the coarse scans loop once per side drawn, not per image
+        with CountCalls() as counter:
+            aug(x[:n])
+        calls.append(counter.calls)
+    assert calls[1] - calls[0] <= 10 * 6 and calls[1] < 400, calls
