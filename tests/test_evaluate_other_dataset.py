@@ -48,6 +48,7 @@ def test_an_mnist_run_on_every_scikit_learn_digit(capsys, mnist_run: Path) -> No
     assert code == 0, err
     report = json.loads(out)
     assert report["dataset"] == "digits" and report["test_samples"] == 1797
+    assert report["split"] == "all"
     # The figure is the run's own predictions on all 1,797 images, counted.
     data = load_dataset("digits", "all")
     predicted = load_run(mnist_run).predict(data.images).argmax(1)
@@ -59,6 +60,22 @@ def test_an_mnist_run_on_every_scikit_learn_digit(capsys, mnist_run: Path) -> No
     )
     assert code == 0 and f"digits all accuracy {100 * expected:.2f}%" in out
     assert "of 1,797 wrong" in out
+
+
+def test_reports_on_another_dataset_name_its_split(capsys, mnist_run: Path, tmp_path: Path):
+    out_dir = tmp_path / "reports"
+    code, _, err = run_cli(
+        capsys, "evaluate", str(mnist_run), "--dataset", "digits", "--split", "all",
+        "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((out_dir / "evaluation.json").read_text())
+    assert report["split"] == "all" and report["dataset"] == "digits"
+    assert report["test_samples"] == 1797
+    wrong = report["misclassified"]
+    data = load_dataset("digits", "all")
+    # indices point into the "all" split: the training images, then the test images
+    assert wrong and all(data.labels[m["index"]] == int(m["true"]) for m in wrong[:50])
 
 
 def test_a_run_on_a_dataset_with_other_classes_is_one_line(

@@ -41,6 +41,7 @@ class EvaluationResult:
         """Plain-JSON summary: dataset, sample count, each run and the ensemble."""
         report: dict[str, Any] = {
             "dataset": self.dataset,
+            "split": self.test.split,
             "test_samples": len(self.test),
             "runs": [
                 {**e.to_dict(), "run": e.name, "tta": t}
