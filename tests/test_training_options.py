@@ -4,6 +4,7 @@ selection, early stopping, named recipes — and that resuming keeps all of them
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 from cnnlab import CnnlabError, create_model
 from cnnlab.cli import main
 from cnnlab.config import TrainConfig
-from cnnlab.data.augment import Augment
+from cnnlab.data.augment import AUGMENT_PRESETS, Augment
 from cnnlab.hardware import cpu_has_native_bf16, pick_precision
 from cnnlab.predict import shifted_views
 from cnnlab.recipes import get_recipe, list_recipes, resolve_config
@@ -292,6 +293,21 @@ def test_named_recipes_fill_model_and_options() -> None:
     assert cfg.dataset == "fashion-mnist" and cfg.model_args["width"] == 48
     with pytest.raises(CnnlabError, match="unknown recipe 'fastest'"):
         resolve_config(TrainConfig(recipe="fastest"))
+
+
+def test_mnist_robust_is_mnist_best_with_the_robust_augmentation() -> None:
+    spec, cfg = resolve_config(TrainConfig(recipe="mnist-robust"))
+    _, best = resolve_config(TrainConfig(recipe="mnist-best"))
+    assert spec.name == "vgg-bn" and cfg.model_args == {"width": 32} and cfg.epochs == 30
+    assert cfg.augment == AUGMENT_PRESETS["digits-robust"]
+    aug = Augment.from_dict(cfg.augment)
+    assert aug.elastic and aug.thicken and aug.thin and aug.lowres and aug.blur
+    assert aug.level and aug.gamma and aug.noise and not aug.flip  # a mirrored 2 is no 2
+    # Everything else is mnist-best's: only the augmentation differs.
+    assert replace(cfg, recipe=None, augment={}) == replace(best, recipe=None, augment={})
+    # The user's options still win.
+    _, cfg = resolve_config(TrainConfig(recipe="mnist-robust", epochs=3, augment={"blur": 1.0}))
+    assert cfg.epochs == 3 and cfg.augment == {"blur": 1.0}
 
 
 def test_recipes_leave_the_precision_to_the_hardware() -> None:

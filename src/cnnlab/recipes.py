@@ -2,7 +2,8 @@
 
 A model's own ``recipe`` (in the registry) is its tutorial's settings; a named recipe
 here is cnnlab's answer to a goal — the fastest 99% (``speedrun``), the most accurate
-digit recogniser (``mnist-best``), a strong Fashion-MNIST model (``fashion-best``), the
+digit recogniser (``mnist-best``), one for handwriting from other pens, scanners and
+cameras (``mnist-robust``), a strong Fashion-MNIST model (``fashion-best``), the
 quick CIFAR-10 model (``cifar10-fast``) and a bigger one for about an hour or more
 (``cifar10-best``).
 ``cnnlab train --recipe NAME`` uses it; any option given on the command line wins.
@@ -113,6 +114,22 @@ register_recipe(
             **_ACCURATE,
             "epochs": 30,
             "augment": AUGMENT_PRESETS["digits"],
+        },
+    )
+)
+
+register_recipe(
+    Recipe(
+        name="mnist-robust",
+        model="vgg-bn",
+        description="mnist-best trained for other people's handwriting, scans and photos: "
+        "its augmentation adds elastic distortion, width changes, thicker and thinner "
+        "strokes, coarse scans, blur, ink level, gamma and noise.",
+        model_args={"width": 32},
+        options={
+            **_ACCURATE,
+            "epochs": 30,
+            "augment": AUGMENT_PRESETS["digits-robust"],
         },
     )
 )

@@ -84,7 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "wrong test images, with the probability of each wrong answer) and evaluation.json.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
-    p.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
+    p.add_argument(
+        "--dataset",
+        help="evaluate on this dataset instead of the run's own (same classes), e.g. an "
+        "MNIST run on scikit-learn's digits",
+    )
+    p.add_argument(
+        "--split",
+        choices=("test", "train", "all"),
+        default="test",
+        help="which images: the test split (default), the training split, or all of them "
+        "(for a dataset the run never saw)",
+    )
     add_data_dir(p)
     add_config_flags(p, only={"device"})
     add_threads(p)
@@ -357,7 +368,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out and not args.no_reports:
         check_report_dir(args.out)  # before the work, not after it
     result = evaluate_on_test(
-        args.runs, dataset=args.dataset, data_dir=args.data_dir, device=args.device, tta=args.tta
+        args.runs,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        device=args.device,
+        tta=args.tta,
+        split=args.split,
     )
     reports = None
     if not args.no_reports:
@@ -371,16 +387,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             report["misclassified_shown"] = reports.misclassified_shown
         print(json.dumps(report))
         return 0
+    # "test accuracy" as before; another split says which images it counted
+    split = "test" if args.split == "test" else f"{result.dataset} {args.split}"
     for e, tta in zip(result.runs, result.tta, strict=True):
         note = " (TTA)" if tta else ""
-        print(f"{e.name}: test accuracy {100 * e.accuracy:.2f}%{note}  loss {e.loss:.4f}")
+        print(f"{e.name}: {split} accuracy {100 * e.accuracy:.2f}%{note}  loss {e.loss:.4f}")
     if result.ensemble is not None:
         e = result.ensemble
-        print(f"{e.name}: test accuracy {100 * e.accuracy:.2f}%  loss {e.loss:.4f}")
+        print(f"{e.name}: {split} accuracy {100 * e.accuracy:.2f}%  loss {e.loss:.4f}")
     final = result.final
     width = max(5, *(len(c) for c in final.classes))
     print(
-        f"\nper class ({final.name if result.ensemble is not None else result.dataset + ' test'}, "
+        f"\nper class ({final.name if result.ensemble is not None else result.dataset + ' ' + args.split}, "
         f"{len(final.misclassified):,} of {final.num_samples:,} wrong):"
     )
     print(f"  {'class':<{width}}  precision   recall  support")

@@ -140,14 +140,26 @@ def load_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
 ) -> ImageData:
-    """Load ``split`` ("train" or "test") of dataset ``name`` (see :func:`list_datasets`).
+    """Load ``split`` ("train", "test" or "all") of dataset ``name`` (see :func:`list_datasets`).
 
+    ``"all"`` is the training images followed by the test images, for measuring a model
+    on every image of a dataset it was not trained on (scikit-learn's digits, say).
     Files are found through :func:`cnnlab.data.sources.locate`: ``data_dir``, then
     ``CNNLAB_DATA``, then the user cache, then a download (unless ``download`` is False).
     """
     key = _normalise_name(name)
+    if split == "all":
+        train = load_dataset(key, "train", data_dir, download)
+        test = load_dataset(key, "test", data_dir, download)
+        return ImageData(
+            images=torch.cat([train.images, test.images]),
+            labels=torch.cat([train.labels, test.labels]),
+            classes=train.classes,
+            name=key,
+            split="all",
+        )
     if split not in SPLITS:
-        raise CnnlabError(f"unknown split {split!r} for {key}; use 'train' or 'test'")
+        raise CnnlabError(f"unknown split {split!r} for {key}; use 'train', 'test' or 'all'")
     if key == "digits":
         images, labels = load_digits_split(split)
         return ImageData(

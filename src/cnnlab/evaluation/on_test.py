@@ -41,6 +41,7 @@ class EvaluationResult:
         """Plain-JSON summary: dataset, sample count, each run and the ensemble."""
         report: dict[str, Any] = {
             "dataset": self.dataset,
+            "split": self.test.split,
             "test_samples": len(self.test),
             "runs": [
                 {**e.to_dict(), "run": e.name, "tta": t}
@@ -59,10 +60,13 @@ def evaluate_on_test(
     data_dir: str | Path | None = None,
     device: str = "auto",
     tta: bool | None = None,
+    split: str = "test",
 ) -> EvaluationResult:
     """Evaluate run folders on a test split; several runs also as the mean of their probabilities.
 
-    ``dataset`` defaults to the dataset the runs were trained on (they must agree).
+    ``dataset`` defaults to the dataset the runs were trained on (they must agree); another
+    dataset must have the same classes, in the same order, as the runs. ``split`` is
+    ``"test"``, ``"train"`` or ``"all"`` (both, for a dataset the runs never saw).
     ``tta`` averages each run's prediction over shifted views of every image; ``None``
     does what each run was configured to do (``--tta`` at training), so the figures
     match its ``metrics.json``.
@@ -84,15 +88,24 @@ def evaluate_on_test(
     if dataset is None and folders != {None}:
         if len(folders) > 1:
             raise CnnlabError("runs were trained on different folders of images")
-        test = loaded[0].split("test", data_dir)  # the held-out images of its folder
+        if split not in ("train", "test"):
+            raise CnnlabError(
+                f"split {split!r} needs --dataset; a run's folder has a train and a test split"
+            )
+        test = loaded[0].split(split, data_dir)  # the held-out images of its folder
     else:
-        test = load_dataset(names.pop(), "test", data_dir)
+        test = load_dataset(names.pop(), split, data_dir)
     evaluations, all_probs, tta_used = [], [], []
     for run in loaded:
         if len(run.classes) != len(test.classes):
             raise CnnlabError(
                 f"{run.path} predicts {len(run.classes)} classes but "
                 f"{test.name} has {len(test.classes)}"
+            )
+        if tuple(run.classes) != tuple(test.classes):
+            raise CnnlabError(
+                f"{run.path} predicts classes {', '.join(run.classes)} but {test.name} has "
+                f"{', '.join(test.classes)}; a run is evaluated only on the classes it knows"
             )
         use_tta = bool(run.config.tta) if tta is None else tta
         probs = torch.cat(

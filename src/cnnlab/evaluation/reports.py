@@ -120,7 +120,8 @@ def write_reports(
     ordered = sorted(final.misclassified, key=lambda m: (m.true, m.predicted, -m.confidence))
     pages = paginate(ordered, per_page, max_pages)
     shown = sum(len(p) for p in pages)
-    heading = f"{final.name} on {result.dataset} test"
+    split = result.test.split  # "test", or "all" for another dataset's every image
+    heading = f"{final.name} on {result.dataset} {split}"
     written: list[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -152,7 +153,7 @@ def write_reports(
                 f"{heading}: misclassified images {first}–{first + len(page) - 1} of "
                 f"{len(ordered):,} (page {number} of {len(pages)}"
                 + (f", capped at {max_pages} pages" if shown < len(ordered) else "")
-                + "); each: true→predicted, confidence, test index"
+                + f"); each: true→predicted, confidence, {split} index"
             )
             page_files.append(
                 plot_tiles(
@@ -174,7 +175,7 @@ def write_reports(
                     folder / "top-losses.png",
                     notes=[f"p={m.confidence:.2f}  loss {m.loss:.2f}  #{m.index}" for m in worst],
                     title=f"{heading}: the {len(worst)} most confident mistakes (highest loss "
-                    f"first); each: true / predicted class, its probability, loss, test index",
+                    f"first); each: true / predicted class, its probability, loss, {split} index",
                 )
             )
         else:
@@ -183,7 +184,7 @@ def write_reports(
             "model": final.name,
             "runs": [{"run": e.name, "accuracy": e.accuracy, "loss": e.loss} for e in result.runs],
             "dataset": result.dataset,
-            "split": "test",
+            "split": split,
             "test_samples": final.num_samples,
             "classes": list(classes),
             **final.to_dict(misclassified=True),
