@@ -134,10 +134,18 @@ def start(device: str = "auto") -> Context:
     return ctx
 
 
-def stop() -> None:
-    """Leave the process group (at the end of a job)."""
+def stop(wait: bool = True) -> None:
+    """Leave the process group (at the end of a job).
+
+    With ``wait``, every rank first meets the others: a rank that tore its group down
+    while a peer was still finishing (rank 0 writing the run folder) could abort in
+    gloo's threads ("terminate called without an active exception"). After an error
+    that not every rank may share, leave at once instead of waiting on a peer that
+    will never come."""
     global _current
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
     _current = SINGLE
 

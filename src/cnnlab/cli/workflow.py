@@ -275,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         code = _train(args)
     except CnnlabError:
-        distributed.stop()
+        distributed.stop(wait=False)
         if ctx.is_writer:
             raise
         return 2  # rank 0 says it: the ranks share the same error
