@@ -76,7 +76,7 @@ def test_page_and_static_files_are_local(client: TestClient) -> None:
     assert page.headers["content-type"].startswith("text/html")
     assert '<canvas id="pad"' in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for name in ("app.js", "style.css"):
+    for name in ("base.css", "pad.js", "app.js", "style.css"):
         res = client.get(f"/static/{name}")
         assert res.status_code == 200, name
         assert "http://" not in res.text and "https://" not in res.text, name

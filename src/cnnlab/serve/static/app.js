@@ -4,7 +4,6 @@
 "use strict";
 
 (() => {
-  const STROKE = 20; // px on the 280×280 canvas: about 2 px after scaling to MNIST's 20 px box
   const LIVE_MS = 120; // while drawing, at most one request per this many milliseconds
   // Uploads with a longer side over this are shrunk here before sending: a phone photo
   // of a digit then fits the server's pixel and body limits, and nothing is lost, as
@@ -13,15 +12,11 @@
 
   const $ = (id) => document.getElementById(id);
   const pad = $("pad");
-  const ctx = pad.getContext("2d");
   const body = document.body;
 
   let classes = [];
   let photos = false; // a photo run: uploads only, colour input
-  let drawing = false;
-  let last = null;
   let version = 0; // bumps on every change of the canvas
-  let dirty = false; // the canvas holds ink
   let inFlight = false;
   let again = false; // a newer drawing waits for the request in flight
   let lastSent = 0;
@@ -32,73 +27,25 @@
     body.dataset.settled = !inFlight && !again && shownVersion === version ? "1" : "0";
   }
 
+  const drawn = cnnlabPad.drawingPad(pad, {
+    start() {
+      version += 1;
+      setSettled();
+    },
+    move() {
+      version += 1;
+      setSettled();
+      if (!inFlight && performance.now() - lastSent > LIVE_MS) predict();
+    },
+    end() {
+      predict();
+    },
+  });
+
   function clearPad() {
-    ctx.fillStyle = "#000";
-    ctx.fillRect(0, 0, pad.width, pad.height);
-    ctx.strokeStyle = "#fff";
-    ctx.fillStyle = "#fff";
-    ctx.lineWidth = STROKE;
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    dirty = false;
+    drawn.clear();
     version += 1;
   }
-
-  function point(ev) {
-    const r = pad.getBoundingClientRect();
-    return {
-      x: ((ev.clientX - r.left) / r.width) * pad.width,
-      y: ((ev.clientY - r.top) / r.height) * pad.height,
-    };
-  }
-
-  function dot(p) {
-    ctx.beginPath();
-    ctx.arc(p.x, p.y, STROKE / 2, 0, Math.PI * 2);
-    ctx.fill();
-  }
-
-  function segment(a, b) {
-    ctx.beginPath();
-    ctx.moveTo(a.x, a.y);
-    ctx.lineTo(b.x, b.y);
-    ctx.stroke();
-  }
-
-  pad.addEventListener("pointerdown", (ev) => {
-    if (ev.pointerType === "mouse" && ev.button !== 0) return;
-    ev.preventDefault();
-    pad.setPointerCapture(ev.pointerId);
-    drawing = true;
-    last = point(ev);
-    dot(last);
-    dirty = true;
-    version += 1;
-    setSettled();
-  });
-
-  pad.addEventListener("pointermove", (ev) => {
-    if (!drawing) return;
-    ev.preventDefault();
-    const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
-    for (const e of events.length ? events : [ev]) {
-      const p = point(e);
-      segment(last, p);
-      last = p;
-    }
-    version += 1;
-    setSettled();
-    if (!inFlight && performance.now() - lastSent > LIVE_MS) predict();
-  });
-
-  const endStroke = (ev) => {
-    if (!drawing) return;
-    drawing = false;
-    if (pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
-    predict();
-  };
-  pad.addEventListener("pointerup", endStroke);
-  pad.addEventListener("pointercancel", endStroke);
 
   $("clear").addEventListener("click", () => {
     clearPad();
@@ -114,7 +61,7 @@
     if (!file) return;
     clearPad();
     const form = new FormData();
-    const small = await shrunk(file);
+    const small = await cnnlabPad.shrunk(file, UPLOAD_SIDE);
     form.append("file", small || file, file.name);
     inFlight = true;
     setSettled();
@@ -132,7 +79,7 @@
     ev.target.value = "";
     if (!file) return;
     const form = new FormData();
-    const small = await shrunk(file);
+    const small = await cnnlabPad.shrunk(file, UPLOAD_SIDE);
     form.append("file", small || file, file.name);
     inFlight = true;
     setSettled();
@@ -198,32 +145,8 @@
     card.scrollIntoView({ block: "nearest" });
   }
 
-  // The file as a PNG no larger than UPLOAD_SIDE a side, or null to send it as it is
-  // (small enough already, or a format this browser cannot decode: the server says why).
-  async function shrunk(file) {
-    let bitmap;
-    try {
-      bitmap = await createImageBitmap(file);
-    } catch (_) {
-      return null;
-    }
-    const scale = UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height);
-    if (scale >= 1) {
-      bitmap.close();
-      return null;
-    }
-    const canvas = document.createElement("canvas");
-    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
-    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
-    const c = canvas.getContext("2d");
-    c.imageSmoothingQuality = "high";
-    c.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
-    return await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-  }
-
   function predict() {
-    if (!dirty) return;
+    if (!drawn.dirty) return;
     if (inFlight) {
       again = true;
       setSettled();
@@ -239,7 +162,7 @@
         if (blob) await send(blob, { "Content-Type": "image/png" }, v, "");
       } finally {
         inFlight = false;
-        if (again || (v !== version && !drawing)) {
+        if (again || (v !== version && !drawn.drawing)) {
           again = false;
           predict();
         }

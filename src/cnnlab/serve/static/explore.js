@@ -8,14 +8,12 @@
 "use strict";
 
 (() => {
-  const STROKE = 20; // px on the 280×280 pad, as on the drawing page
   const LIVE_MS = 120; // while drawing, at most one request per this many milliseconds
   const UPLOAD_SIDE = 1024; // uploads are shrunk to this side before sending
 
   const $ = (id) => document.getElementById(id);
   const body = document.body;
   const pad = $("pad");
-  const ctx = pad.getContext("2d");
 
   let info = null; // GET /api/explore/model
   let photos = false;
@@ -23,9 +21,6 @@
   let payload = null; // what produced it: {body, headers}
   let columns = new Map(); // layer id -> {el, kind, tiles, imgs, bars, ...}
   let selected = null; // {layer, c, y, x}
-  let drawing = false;
-  let last = null;
-  let dirty = false;
   let version = 0;
   let shownVersion = 0;
   let inFlight = false;
@@ -102,69 +97,29 @@
   }
 
   // ---------- pad ----------
-  function clearPad() {
-    ctx.fillStyle = "#000";
-    ctx.fillRect(0, 0, pad.width, pad.height);
-    ctx.strokeStyle = "#fff";
-    ctx.fillStyle = "#fff";
-    ctx.lineWidth = STROKE;
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    dirty = false;
-  }
+  const drawn = cnnlabPad.drawingPad(pad, {
+    start() {
+      version += 1;
+      setSettled();
+    },
+    move() {
+      version += 1;
+      setSettled();
+      if (!inFlight && performance.now() - lastSent > LIVE_MS) sendPad();
+    },
+    end() {
+      inputAt = performance.now();
+      sendPad();
+    },
+  });
 
-  function point(ev) {
-    const r = pad.getBoundingClientRect();
-    return {
-      x: ((ev.clientX - r.left) / r.width) * pad.width,
-      y: ((ev.clientY - r.top) / r.height) * pad.height,
-    };
+  function clearPad() {
+    drawn.clear();
   }
 
   function setSettled() {
     body.dataset.settled = !inFlight && !again && shownVersion === version ? "1" : "0";
   }
-
-  pad.addEventListener("pointerdown", (ev) => {
-    if (ev.pointerType === "mouse" && ev.button !== 0) return;
-    ev.preventDefault();
-    pad.setPointerCapture(ev.pointerId);
-    drawing = true;
-    last = point(ev);
-    ctx.beginPath();
-    ctx.arc(last.x, last.y, STROKE / 2, 0, Math.PI * 2);
-    ctx.fill();
-    dirty = true;
-    version += 1;
-    setSettled();
-  });
-
-  pad.addEventListener("pointermove", (ev) => {
-    if (!drawing) return;
-    ev.preventDefault();
-    const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
-    for (const e of events.length ? events : [ev]) {
-      const p = point(e);
-      ctx.beginPath();
-      ctx.moveTo(last.x, last.y);
-      ctx.lineTo(p.x, p.y);
-      ctx.stroke();
-      last = p;
-    }
-    version += 1;
-    setSettled();
-    if (!inFlight && performance.now() - lastSent > LIVE_MS) sendPad();
-  });
-
-  const endStroke = (ev) => {
-    if (!drawing) return;
-    drawing = false;
-    if (pad.hasPointerCapture(ev.pointerId)) pad.releasePointerCapture(ev.pointerId);
-    inputAt = performance.now();
-    sendPad();
-  };
-  pad.addEventListener("pointerup", endStroke);
-  pad.addEventListener("pointercancel", endStroke);
 
   $("clear").addEventListener("click", () => {
     clearPad();
@@ -182,32 +137,12 @@
     if (!file) return;
     clearPad();
     const form = new FormData();
-    const small = await shrunk(file);
+    const small = await cnnlabPad.shrunk(file, UPLOAD_SIDE);
     form.append("file", small || file, file.name);
     version += 1;
     inputAt = performance.now();
     request({ body: form, headers: {} }, version, file.name);
   });
-
-  async function shrunk(file) {
-    let bitmap;
-    try {
-      bitmap = await createImageBitmap(file);
-    } catch (_) {
-      return null;
-    }
-    const scale = UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height);
-    if (scale >= 1) {
-      bitmap.close();
-      return null;
-    }
-    const canvas = document.createElement("canvas");
-    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
-    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
-    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
-    return await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-  }
 
   for (const radio of document.querySelectorAll("input[name=saliency]")) {
     radio.addEventListener("change", () => {
@@ -224,7 +159,7 @@
   }
 
   function sendPad() {
-    if (!dirty) return;
+    if (!drawn.dirty) return;
     if (inFlight) {
       again = true;
       setSettled();
@@ -275,7 +210,7 @@
         setSettled();
       });
     }
-    if (again || (v !== version && dirty && !drawing)) {
+    if (again || (v !== version && drawn.dirty && !drawn.drawing)) {
       again = false;
       sendPad();
     }
