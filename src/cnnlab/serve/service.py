@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from cnnlab.predict import is_blank
 from cnnlab.runs import Run
 from cnnlab.serve.inputs import ApiError, Limits, check_image_header, json_image_form
 from cnnlab.serve.pictures import layer_feature_maps
+
+T = TypeVar("T")
 
 log = logging.getLogger("cnnlab.serve")
 
@@ -89,16 +92,22 @@ class ModelService:
         Both happen inside ``decode_slots``: opening a file can already allocate (PIL reads
         chunks, EXIF and palettes while parsing the header), so the bound covers it too.
         """
+        return self._decode(data, self._prepare)
+
+    def _decode(self, data: bytes, decode: Callable[[bytes], T]) -> T:
+        """``decode(data)`` inside ``decode_slots`` after the header check; its errors
+        become 400s naming the image (a decoder failing on hostile input is the
+        client's problem, never a 500)."""
         with self.decode_slots:
             check_image_header(data, self.limits)
             try:
-                return self._prepare(data)
+                return decode(data)
             except CnnlabError as exc:
                 message = str(exc)
                 if message.startswith("bytes: "):
                     message = "the image: " + message[len("bytes: ") :]
                 raise ApiError(400, message) from None
-            except Exception as exc:  # a decoder failing on hostile input is the client's
+            except Exception as exc:
                 log.warning("image decoding failed: %r", exc)
                 raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
 
@@ -112,18 +121,8 @@ class ModelService:
             raise ApiError(400, "reading numbers needs a digit run; this run classifies photos")
         timing: dict[str, float] = {}
         start = time.perf_counter()
-        with self.decode_slots:
-            check_image_header(data, self.limits)
-            try:
-                found = find_digits(data, self.run.preparation.shape[1])
-            except CnnlabError as exc:
-                message = str(exc)
-                if message.startswith("bytes: "):
-                    message = "the image: " + message[len("bytes: ") :]
-                raise ApiError(400, message) from None
-            except Exception as exc:  # a decoder failing on hostile input is the client's
-                log.warning("image decoding failed: %r", exc)
-                raise ApiError(400, f"cannot decode the image ({type(exc).__name__})") from None
+        side = self.run.preparation.shape[1]
+        found = self._decode(data, lambda d: find_digits(d, side))
         timing["prepare"] = (time.perf_counter() - start) * 1000
         digits: list[dict[str, Any]] = []
         if found:
